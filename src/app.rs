@@ -1,0 +1,227 @@
+//! Config -> Shared -> stack -> listeners; owns startup, signals and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::server::{self, Listener, tls::CertStore};
+use crate::stack;
+use crate::state::{Runtime, Shared};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config (or a file it names) is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(ConfigErrors(vec![e]))
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    certs: Option<Arc<CertStore>>,
+    stop: watch::Sender<bool>,
+    drained: JoinHandle<bool>,
+}
+
+impl Gateway {
+    /// Builds the runtime, binds every listener and starts serving.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        let runtime = Runtime::build(config)?;
+        let config = runtime.config.clone();
+        let certs = config.tls.clone().map(CertStore::load).transpose()?;
+        let acceptor = certs
+            .as_ref()
+            .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config()));
+
+        let mut listeners = Vec::with_capacity(config.listen.len());
+        for &addr in &config.listen {
+            let tcp = server::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?;
+            listeners.push(Listener {
+                tcp,
+                tls: acceptor.clone(),
+            });
+        }
+        let admin = match config.admin_listen {
+            Some(addr) => Some(
+                server::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let addrs: Vec<SocketAddr> = listeners
+            .iter()
+            .filter_map(|l| l.tcp.local_addr().ok())
+            .collect();
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+
+        let shared = Shared::new(runtime);
+        let service = stack::build(&shared);
+        let builder = server::http_builder(&config.limits);
+        let graceful = Arc::new(GracefulShutdown::new());
+        let (stop, stop_rx) = watch::channel(false);
+
+        let mut loops = Vec::new();
+        for listener in listeners {
+            loops.push(tokio::spawn(server::accept_loop(
+                listener,
+                service.clone(),
+                builder.clone(),
+                graceful.clone(),
+                stop_rx.clone(),
+                config.limits.header_timeout,
+            )));
+        }
+        if let Some(admin) = admin {
+            tokio::spawn(server::admin::serve(admin, shared.clone(), stop_rx.clone()));
+        }
+        shared.set_ready(true);
+        for addr in &addrs {
+            tracing::info!(addr = %addr, tls = certs.is_some(), "listening");
+        }
+        if let Some(addr) = admin_addr {
+            tracing::info!(addr = %addr, "admin listening");
+        }
+
+        let drained = tokio::spawn(drain(
+            shared.clone(),
+            stop_rx,
+            loops,
+            graceful,
+            config.limits.shutdown_timeout,
+        ));
+        Ok(Gateway {
+            shared,
+            addrs,
+            admin_addr,
+            certs,
+            stop,
+            drained,
+        })
+    }
+
+    /// Where the public listeners are bound (ports resolved).
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Where the admin listener is bound.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// State shared with the pipeline.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Re-reads the TLS certificate and key; the old pair stays on error.
+    pub fn reload_tls(&self) -> Result<(), ConfigError> {
+        let Some(certs) = &self.certs else {
+            return Ok(());
+        };
+        let result = certs.reload();
+        self.shared.metrics.reload("tls", result.is_ok());
+        result
+    }
+
+    /// Starts a graceful shutdown: not ready, no new connections, in-flight requests
+    /// finish (up to `limits.shutdown_timeout`).
+    pub fn shutdown(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits until the gateway has shut down; true if every connection drained in time.
+    pub async fn wait(self) -> bool {
+        self.drained.await.unwrap_or(false)
+    }
+}
+
+async fn drain(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+    loops: Vec<JoinHandle<()>>,
+    graceful: Arc<GracefulShutdown>,
+    timeout: Duration,
+) -> bool {
+    let _ = stop.wait_for(|s| *s).await;
+    shared.set_ready(false);
+    for l in loops {
+        let _ = l.await;
+    }
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        return false;
+    };
+    let open = graceful.count();
+    tracing::info!(connections = open, "draining");
+    match tokio::time::timeout(timeout, graceful.shutdown()).await {
+        Ok(()) => {
+            tracing::info!("drained");
+            true
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?timeout, "shutdown timeout: closing remaining connections");
+            false
+        }
+    }
+}
+
+/// Runs the gateway from a config file until SIGTERM or SIGINT; SIGHUP reloads the TLS
+/// certificate.
+pub async fn run(path: &Path) -> Result<(), StartError> {
+    let config = Config::load(path)?;
+    let gateway = Gateway::start(config).await?;
+    serve_until_signal(gateway).await;
+    Ok(())
+}
+
+/// Waits for signals, then shuts the gateway down gracefully.
+pub async fn serve_until_signal(gateway: Gateway) -> bool {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        gateway.shutdown();
+        return gateway.wait().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => match gateway.reload_tls() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    gateway.shutdown();
+    gateway.wait().await
+}

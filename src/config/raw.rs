@@ -1,0 +1,165 @@
+//! The serde mirror of `atgate.yaml`: what the file may say, before any check.
+//!
+//! Every struct denies unknown fields: a typo in an auth gateway's config must fail
+//! loudly, never silently open a route. Values that are checked after parsing are
+//! `Spanned<T>` so that `validate.rs` can point at their line and column.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A value written either as one item or as a list of items.
+#[derive(Debug, Clone)]
+pub(super) struct OneOrMany<T>(pub(super) Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a value or a list of values")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(OneOrMany(items))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                let item = T::deserialize(serde::de::value::StrDeserializer::<E>::new(v))?;
+                Ok(OneOrMany(vec![item]))
+            }
+        }
+        de.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// A YAML mapping kept in file order, each key with its place.
+#[derive(Debug)]
+pub(super) struct NamedMap<T>(pub(super) Vec<(Spanned<String>, T)>);
+
+impl<T> Default for NamedMap<T> {
+    fn default() -> Self {
+        NamedMap(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NamedMap<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = NamedMap<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of names to values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    items.push(entry);
+                }
+                Ok(NamedMap(items))
+            }
+        }
+        de.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) listen: Option<Spanned<OneOrMany<String>>>,
+    pub(super) admin_listen: Option<Spanned<String>>,
+    pub(super) public_url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) trusted_proxies: Vec<Spanned<String>>,
+    pub(super) tls: Option<RawTls>,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) via: bool,
+    #[serde(default)]
+    pub(super) log: RawLog,
+    #[serde(default)]
+    pub(super) upstreams: NamedMap<RawUpstream>,
+    #[serde(default)]
+    pub(super) routes: Vec<Spanned<RawRoute>>,
+}
+
+/// `tls:` for the public listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) cert: Spanned<String>,
+    pub(super) key: Spanned<String>,
+}
+
+/// `limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub(super) max_body: Option<Spanned<String>>,
+    pub(super) max_header_bytes: Option<Spanned<String>>,
+    pub(super) header_timeout: Option<Spanned<String>>,
+    pub(super) request_timeout: Option<Spanned<String>>,
+    pub(super) max_concurrent_requests: Option<Spanned<u64>>,
+    pub(super) shutdown_timeout: Option<Spanned<String>>,
+}
+
+/// `log:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub(super) level: Option<Spanned<String>>,
+    pub(super) format: Option<Spanned<String>>,
+}
+
+/// One entry of `upstreams:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) url: Spanned<String>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) connect_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) preserve_host: bool,
+    pub(super) tls: Option<RawUpstreamTls>,
+}
+
+/// `upstreams.NAME.tls:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstreamTls {
+    pub(super) ca_file: Option<Spanned<String>>,
+}
+
+/// One entry of `routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub(super) name: Spanned<String>,
+    #[serde(rename = "match")]
+    pub(super) matches: RawMatch,
+    pub(super) upstream: Spanned<String>,
+    pub(super) auth: Spanned<String>,
+    #[serde(default)]
+    pub(super) forward_credentials: bool,
+    pub(super) strip_prefix: Option<Spanned<String>>,
+    pub(super) rewrite: Option<Spanned<String>>,
+}
+
+/// `routes[i].match:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatch {
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) path: Spanned<String>,
+    pub(super) methods: Option<Vec<Spanned<String>>>,
+}

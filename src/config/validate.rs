@@ -1,0 +1,557 @@
+//! Raw config -> typed `Config`, collecting every error with its place.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_saphyr::{MessageFormatter, Spanned};
+
+use super::raw::{RawConfig, RawLimits, RawRoute, RawUpstream};
+use super::{
+    AuthMethod, Config, ConfigError, ConfigErrors, FileRef, Limits, LogConfig, Place, Rewrite,
+    RouteConfig, TlsFiles, UpstreamConfig,
+};
+use crate::router::pattern::{HostPattern, MatchKey, PathPattern};
+
+pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
+    let raw = deserialize(text, origin)?;
+    let mut v = Validator {
+        origin,
+        errors: Vec::new(),
+    };
+    let config = v.config(raw);
+    if v.errors.is_empty() {
+        Ok(config)
+    } else {
+        v.errors.sort_by_key(|e| (e.place.line, e.place.column));
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+/// YAML -> `RawConfig`. Serde stops at the first error, so this reports one.
+fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
+    if text.trim().is_empty() {
+        return Err(ConfigErrors(vec![ConfigError {
+            origin: origin.to_owned(),
+            place: Place { line: 1, column: 1 },
+            field: String::new(),
+            message: "config is empty (expected at least listen, upstreams and routes)".into(),
+        }]));
+    }
+    let mut field = String::new();
+    let result = serde_saphyr::with_deserializer_from_str(text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            field = e.path().to_string();
+            e.into_inner()
+        })
+    });
+    let err = match result {
+        Ok(raw) => return Ok(raw),
+        Err(err) => err,
+    };
+    if field == "." || field == "?" {
+        field.clear();
+    }
+    let err = err.without_snippet();
+    let join = |field: &str, name: &str| {
+        if field.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{field}.{name}")
+        }
+    };
+    let (field, message) = match err {
+        serde_saphyr::Error::SerdeUnknownField {
+            field: name,
+            expected,
+            ..
+        } => (
+            join(&field, name),
+            format!(
+                "unknown field {name:?} (expected one of: {})",
+                expected.join(", ")
+            ),
+        ),
+        serde_saphyr::Error::SerdeMissingField { field: name, .. } => (
+            join(&field, name),
+            format!("missing required field {name:?}"),
+        ),
+        other => (
+            field,
+            serde_saphyr::UserMessageFormatter
+                .format_message(other)
+                .into_owned(),
+        ),
+    };
+    Err(ConfigErrors(vec![ConfigError {
+        origin: origin.to_owned(),
+        place: err.location().map(Place::from).unwrap_or_default(),
+        field,
+        message,
+    }]))
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, place: Place, field: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            origin: self.origin.to_owned(),
+            place,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Runs `check` on a spanned value, recording its error at the value's place.
+    fn check<T, U>(
+        &mut self,
+        value: &Spanned<T>,
+        field: impl Into<String>,
+        check: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Option<U> {
+        match check(&value.value) {
+            Ok(u) => Some(u),
+            Err(message) => {
+                self.error(Place::of(value), field, message);
+                None
+            }
+        }
+    }
+
+    fn file(&self, value: &Spanned<String>, field: &str) -> FileRef {
+        FileRef {
+            path: PathBuf::from(&value.value),
+            origin: self.origin.to_owned(),
+            place: Place::of(value),
+            field: field.to_owned(),
+        }
+    }
+
+    fn duration(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        field: &str,
+        default: Duration,
+    ) -> Duration {
+        let Some(v) = value else { return default };
+        match self.check(v, field, |s| super::units::parse_duration(s)) {
+            Some(d) if d.is_zero() => {
+                self.error(Place::of(v), field, "must be greater than zero");
+                default
+            }
+            Some(d) => d,
+            None => default,
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let listen = match &raw.listen {
+            Some(list) if !list.value.0.is_empty() => {
+                let place = Place::of(list);
+                let mut addrs = Vec::new();
+                for (i, a) in list.value.0.iter().enumerate() {
+                    match socket_addr(a) {
+                        Ok(addr) => addrs.push(addr),
+                        Err(message) => self.error(place, format!("listen[{i}]"), message),
+                    }
+                }
+                addrs
+            }
+            Some(list) => {
+                self.error(
+                    Place::of(list),
+                    "listen",
+                    "empty list (omit it for the default 0.0.0.0:8080)",
+                );
+                Vec::new()
+            }
+            None => vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+        };
+        let admin_listen = match &raw.admin_listen {
+            Some(a) if a.value == "off" => None,
+            Some(a) => self.check(a, "admin_listen", |s| socket_addr(s)),
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        };
+        let public_url = raw
+            .public_url
+            .as_ref()
+            .and_then(|u| self.check(u, "public_url", |s| public_url(s)));
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| self.check(c, format!("trusted_proxies[{i}]"), |s| cidr(s)))
+            .collect();
+        let tls = raw.tls.as_ref().map(|t| TlsFiles {
+            cert: self.file(&t.cert, "tls.cert"),
+            key: self.file(&t.key, "tls.key"),
+        });
+        let limits = self.limits(&raw.limits);
+        let log = LogConfig {
+            level: raw
+                .log
+                .level
+                .as_ref()
+                .map_or_else(|| "info".to_owned(), |l| l.value.clone()),
+            json: match &raw.log.format {
+                None => true,
+                Some(f) => self
+                    .check(f, "log.format", |s| match s.as_str() {
+                        "json" => Ok(true),
+                        "text" => Ok(false),
+                        other => Err(format!(
+                            "unknown log format {other:?} (expected json or text)"
+                        )),
+                    })
+                    .unwrap_or(true),
+            },
+        };
+
+        let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+        for (name, up) in &raw.upstreams.0 {
+            let field = format!("upstreams.{}", name.value);
+            if upstreams.iter().any(|u| u.name == name.value) {
+                self.error(
+                    Place::of(name),
+                    &field,
+                    format!("duplicate upstream name {:?}", name.value),
+                );
+            }
+            if let Some(u) = self.upstream(&name.value, up, &field) {
+                upstreams.push(u);
+            }
+        }
+
+        let mut routes: Vec<RouteConfig> = Vec::new();
+        let mut places: Vec<Place> = Vec::new();
+        for (i, r) in raw.routes.iter().enumerate() {
+            let field = format!("routes[{i}]");
+            if let Some(route) = self.route(&r.value, &field, &upstreams, &raw) {
+                if let Some(j) = routes.iter().position(|o| o.name == route.name) {
+                    self.error(
+                        Place::of(&r.value.name),
+                        format!("{field}.name"),
+                        format!("duplicate route name {:?} (also routes[{j}])", route.name),
+                    );
+                }
+                if let Some(j) = routes
+                    .iter()
+                    .position(|o| o.key.is_ambiguous_with(&route.key))
+                {
+                    self.error(
+                        Place::of(&r.value.matches.path),
+                        format!("{field}.match"),
+                        format!(
+                            "route {:?} overlaps route {:?} (line {}) with equal specificity: \
+                             give one a host, a more specific path, or disjoint methods",
+                            route.name, routes[j].name, places[j].line
+                        ),
+                    );
+                }
+                routes.push(route);
+                places.push(Place::of(r));
+            }
+        }
+        if raw.routes.is_empty() {
+            self.error(
+                Place { line: 1, column: 1 },
+                "routes",
+                "no routes (every request would get 404)",
+            );
+        }
+
+        Config {
+            listen,
+            admin_listen,
+            public_url,
+            trusted_proxies,
+            tls,
+            limits,
+            via: raw.via,
+            log,
+            upstreams,
+            routes,
+        }
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        let d = Limits::default();
+        let size = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default: u64| {
+            match value {
+                Some(s) => v
+                    .check(s, field, |t| super::units::parse_size(t))
+                    .unwrap_or(default),
+                None => default,
+            }
+        };
+        Limits {
+            max_body: size(self, &raw.max_body, "limits.max_body", d.max_body),
+            max_header_bytes: size(
+                self,
+                &raw.max_header_bytes,
+                "limits.max_header_bytes",
+                d.max_header_bytes,
+            ),
+            header_timeout: self.duration(
+                &raw.header_timeout,
+                "limits.header_timeout",
+                d.header_timeout,
+            ),
+            request_timeout: self.duration(
+                &raw.request_timeout,
+                "limits.request_timeout",
+                d.request_timeout,
+            ),
+            max_concurrent_requests: match &raw.max_concurrent_requests {
+                Some(n) => self
+                    .check(n, "limits.max_concurrent_requests", |&n| match n {
+                        1..=1_000_000 => Ok(n as usize),
+                        _ => Err(format!("{n} is out of range (1 to 1000000)")),
+                    })
+                    .unwrap_or(d.max_concurrent_requests),
+                None => d.max_concurrent_requests,
+            },
+            shutdown_timeout: self.duration(
+                &raw.shutdown_timeout,
+                "limits.shutdown_timeout",
+                d.shutdown_timeout,
+            ),
+        }
+    }
+
+    fn upstream(&mut self, name: &str, raw: &RawUpstream, field: &str) -> Option<UpstreamConfig> {
+        let url = self.check(&raw.url, format!("{field}.url"), |s| upstream_url(s))?;
+        Some(UpstreamConfig {
+            name: name.to_owned(),
+            scheme: url.0,
+            authority: url.1,
+            base_path: url.2,
+            timeout: self.duration(
+                &raw.timeout,
+                &format!("{field}.timeout"),
+                Duration::from_secs(30),
+            ),
+            connect_timeout: self.duration(
+                &raw.connect_timeout,
+                &format!("{field}.connect_timeout"),
+                Duration::from_secs(5),
+            ),
+            preserve_host: raw.preserve_host,
+            ca_file: raw
+                .tls
+                .as_ref()
+                .and_then(|t| t.ca_file.as_ref())
+                .map(|f| self.file(f, &format!("{field}.tls.ca_file"))),
+        })
+    }
+
+    fn route(
+        &mut self,
+        raw: &RawRoute,
+        field: &str,
+        upstreams: &[UpstreamConfig],
+        all: &RawConfig,
+    ) -> Option<RouteConfig> {
+        let name = self.check(&raw.name, format!("{field}.name"), |s| route_name(s));
+        let host = match &raw.matches.host {
+            Some(h) => {
+                Some(self.check(h, format!("{field}.match.host"), |s| HostPattern::parse(s))?)
+            }
+            None => None,
+        };
+        let path = self.check(&raw.matches.path, format!("{field}.match.path"), |s| {
+            PathPattern::parse(s)
+        });
+        let methods = raw.matches.methods.as_ref().map(|ms| {
+            ms.iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    self.check(m, format!("{field}.match.methods[{i}]"), |s| method(s))
+                })
+                .collect::<Vec<_>>()
+        });
+        if let Some(ms) = &raw.matches.methods
+            && ms.is_empty()
+        {
+            self.error(
+                Place::of(&raw.name),
+                format!("{field}.match.methods"),
+                "empty list (omit it to allow every method)",
+            );
+        }
+        let upstream = self.check(&raw.upstream, format!("{field}.upstream"), |s| {
+            upstreams.iter().position(|u| &u.name == s).ok_or_else(|| {
+                let known: Vec<&str> = all
+                    .upstreams
+                    .0
+                    .iter()
+                    .map(|(n, _)| n.value.as_str())
+                    .collect();
+                format!(
+                    "unknown upstream {s:?} (defined: {})",
+                    if known.is_empty() {
+                        "none".into()
+                    } else {
+                        known.join(", ")
+                    }
+                )
+            })
+        });
+        let auth = self.check(&raw.auth, format!("{field}.auth"), |s| match s.as_str() {
+            "none" => Ok(AuthMethod::None),
+            other => Err(format!("unknown auth method {other:?} (expected: none)")),
+        });
+        let path = path?;
+        let rewrite = self.rewrite(raw, field, &path);
+        Some(RouteConfig {
+            name: name?,
+            key: MatchKey {
+                host,
+                path,
+                methods,
+            },
+            upstream: upstream?,
+            auth: auth?,
+            forward_credentials: raw.forward_credentials,
+            rewrite: rewrite.ok()?,
+        })
+    }
+
+    fn rewrite(
+        &mut self,
+        raw: &RawRoute,
+        field: &str,
+        path: &PathPattern,
+    ) -> Result<Option<Rewrite>, ()> {
+        match (&raw.strip_prefix, &raw.rewrite) {
+            (None, None) => Ok(None),
+            (Some(_), Some(r)) => {
+                self.error(
+                    Place::of(r),
+                    format!("{field}.rewrite"),
+                    "strip_prefix and rewrite cannot both be set",
+                );
+                Err(())
+            }
+            (Some(s), None) => self
+                .check(s, format!("{field}.strip_prefix"), |p| {
+                    if !p.starts_with('/') || p.len() < 2 {
+                        Err(format!(
+                            "invalid prefix {p:?} (must start with / and not be / alone)"
+                        ))
+                    } else if !path.literal_prefix().starts_with(p.as_str()) {
+                        Err(format!(
+                            "{p:?} is not a prefix of the route's path {:?}",
+                            path.as_str()
+                        ))
+                    } else {
+                        Ok(Some(Rewrite::StripPrefix(p.clone())))
+                    }
+                })
+                .ok_or(()),
+            (None, Some(r)) => self
+                .check(r, format!("{field}.rewrite"), |w| {
+                    if !w.starts_with('/') {
+                        return Err(format!("invalid rewrite {w:?} (must start with /)"));
+                    }
+                    match path {
+                        PathPattern::Glob(_) => {
+                            Err("rewrite needs an exact or prefix path, not a glob".into())
+                        }
+                        PathPattern::Prefix(_) if !w.ends_with('/') => Err(format!(
+                            "rewrite {w:?} must end with / like the route's prefix"
+                        )),
+                        _ => Ok(Some(Rewrite::Replace {
+                            matched: path.as_str().to_owned(),
+                            with: w.clone(),
+                        })),
+                    }
+                })
+                .ok_or(()),
+        }
+    }
+}
+
+fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("invalid address {s:?} (expected IP:PORT, e.g. 0.0.0.0:8080 or [::]:8443)")
+    })
+}
+
+fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| {
+            format!("invalid CIDR {s:?} (expected e.g. 10.0.0.0/8, fd00::/8 or 192.0.2.7)")
+        })
+}
+
+fn public_url(s: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(s).map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        return Err(format!(
+            "invalid public URL {s:?} (expected http(s)://host[:port])"
+        ));
+    }
+    if u.path() != "/"
+        || u.query().is_some()
+        || u.fragment().is_some()
+        || !u.username().is_empty()
+        || u.password().is_some()
+    {
+        return Err(format!(
+            "public_url {s:?} must be an origin: no path, query, fragment or credentials"
+        ));
+    }
+    Ok(u)
+}
+
+fn upstream_url(s: &str) -> Result<(http::uri::Scheme, http::uri::Authority, String), String> {
+    let uri: http::Uri = s.parse().map_err(|_| format!("invalid URL {s:?}"))?;
+    let scheme = uri
+        .scheme()
+        .cloned()
+        .filter(|sc| sc == &http::uri::Scheme::HTTP || sc == &http::uri::Scheme::HTTPS);
+    let (Some(scheme), Some(authority)) = (scheme, uri.authority().cloned()) else {
+        return Err(format!(
+            "invalid upstream URL {s:?} (expected http://host:port or https://host[:port][/base])"
+        ));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("upstream URL {s:?} must not contain credentials"));
+    }
+    if uri.query().is_some() {
+        return Err(format!("upstream URL {s:?} must not have a query"));
+    }
+    let base = uri.path().trim_end_matches('/').to_owned();
+    Ok((scheme, authority, base))
+}
+
+fn route_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "invalid route name {s:?} (1-64 characters: letters, digits, - _ .)"
+        ))
+    }
+}
+
+fn method(s: &str) -> Result<http::Method, String> {
+    let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());
+    match http::Method::from_bytes(s.as_bytes()) {
+        Ok(m) if ok => Ok(m),
+        _ => Err(format!(
+            "invalid method {s:?} (expected an upper-case HTTP method like GET or POST)"
+        )),
+    }
+}

@@ -1,0 +1,23 @@
+//! atgate: an authenticating reverse proxy for the atproto ecosystem.
+//!
+//! The library exposes the request pipeline as tower layers (see [`stack`]), so a Rust
+//! service can embed the same checks without a proxy hop; the `atgate` binary wires
+//! them in front of a reverse proxy ([`app::Gateway`]).
+#![warn(missing_docs, unreachable_pub, clippy::await_holding_lock)]
+
+pub mod app;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod layers;
+pub mod metrics;
+pub mod proxy;
+pub mod respond;
+pub mod router;
+pub mod server;
+pub mod stack;
+pub mod state;
+
+/// The version reported by `atgate --version` and the `atgate_build_info` metric.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

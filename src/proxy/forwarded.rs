@@ -1,0 +1,175 @@
+//! Who the client is: the connection peer, or what trusted proxies in front of atgate say.
+//!
+//! `X-Forwarded-For/-Proto/-Host` are believed only from peers in `trusted_proxies`;
+//! from anyone else they are replaced when forwarding.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderMap;
+use ipnet::IpNet;
+
+/// The accepted connection; a request extension set by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The local address it connected to.
+    pub local: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// The client as atgate believes it; a request extension set by the trace stage.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// The client's IP (the first untrusted hop).
+    pub ip: IpAddr,
+    /// `http` or `https` as the client used it.
+    pub proto: &'static str,
+    /// The host the client asked for, when known.
+    pub host: Option<String>,
+    /// Whether the direct peer is a trusted proxy (so its `X-Forwarded-For` is kept).
+    pub peer_trusted: bool,
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` is inside one of the trusted networks.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// Works out the client from the connection and, behind trusted proxies, the headers.
+pub fn client_info(
+    conn: &ConnInfo,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    trusted: &[IpNet],
+) -> ClientInfo {
+    let own_proto = if conn.tls { "https" } else { "http" };
+    let own_host = || {
+        uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
+            headers
+                .get(http::header::HOST)?
+                .to_str()
+                .ok()
+                .map(str::to_owned)
+        })
+    };
+    let peer = canonical(conn.peer.ip());
+    if trusted.is_empty() || !is_trusted(peer, trusted) {
+        return ClientInfo {
+            ip: peer,
+            proto: own_proto,
+            host: own_host(),
+            peer_trusted: false,
+        };
+    }
+    // Walk X-Forwarded-For from the right: the first hop that is not a trusted proxy is
+    // the client. A malformed entry ends the walk at the last hop we could trust.
+    let mut ip = peer;
+    'walk: for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(list) = value.to_str() else { break };
+        for hop in list.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(hop) => {
+                    ip = canonical(hop);
+                    if !is_trusted(ip, trusted) {
+                        break 'walk;
+                    }
+                }
+                Err(_) => break 'walk,
+            }
+        }
+    }
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let proto = match first("x-forwarded-proto").as_deref() {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        Some(p) if p.eq_ignore_ascii_case("http") => "http",
+        _ => own_proto,
+    };
+    ClientInfo {
+        ip,
+        proto,
+        host: first("x-forwarded-host").or_else(own_host),
+        peer_trusted: true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(peer: &str) -> ConnInfo {
+        ConnInfo {
+            peer: peer.parse().unwrap(),
+            local: "127.0.0.1:8080".parse().unwrap(),
+            tls: false,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn untrusted_peer_is_the_client() {
+        let h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("host", "a.example"),
+        ]);
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let info = client_info(&conn("192.0.2.1:5000"), &"/".parse().unwrap(), &h, &trusted);
+        assert_eq!(info.ip, "192.0.2.1".parse::<IpAddr>().unwrap());
+        assert_eq!(info.proto, "http");
+        assert_eq!(info.host.as_deref(), Some("a.example"));
+        assert!(!info.peer_trusted);
+    }
+
+    #[test]
+    fn trusted_chain_walks_to_first_untrusted_hop() {
+        let h = headers(&[
+            ("x-forwarded-for", "6.6.6.6, 198.51.100.7"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "gw.example.com"),
+        ]);
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let info = client_info(
+            &conn("[::ffff:10.0.0.1]:5000"),
+            &"/".parse().unwrap(),
+            &h,
+            &trusted,
+        );
+        assert_eq!(info.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
+        assert_eq!(info.proto, "https");
+        assert_eq!(info.host.as_deref(), Some("gw.example.com"));
+        assert!(info.peer_trusted);
+    }
+
+    #[test]
+    fn garbage_hop_stops_the_walk() {
+        let h = headers(&[("x-forwarded-for", "1.1.1.1, nonsense")]);
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let info = client_info(&conn("10.0.0.1:1"), &"/".parse().unwrap(), &h, &trusted);
+        assert_eq!(info.ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+}

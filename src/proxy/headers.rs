@@ -1,0 +1,138 @@
+//! Header hygiene: identity headers stripped at ingress, hop-by-hop headers removed in
+//! both directions, and identity headers injected from the authenticated principal.
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
+
+use crate::auth::Principal;
+use crate::body::Body;
+
+/// Whether a header name is one atgate injects: every `x-atproto-*` and `x-atgate-*`
+/// name, in any `_`/`-` spelling (names arrive lowercased).
+pub fn is_identity_header(name: &str) -> bool {
+    let b = name.as_bytes();
+    let prefixed = |p: &[u8]| {
+        b.len() > p.len()
+            && b[..p.len()]
+                .iter()
+                .zip(p)
+                .all(|(&c, &want)| c == want || (want == b'-' && c == b'_'))
+    };
+    prefixed(b"x-atproto-") || prefixed(b"x-atgate-")
+}
+
+/// Removes every identity header a client sent. Runs on every request, before routing.
+pub fn strip_identity(mut req: Request<Body>) -> Request<Body> {
+    let headers = req.headers_mut();
+    if headers.keys().any(|k| is_identity_header(k.as_str())) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_identity_header(k.as_str()))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(&name);
+        }
+    }
+    req
+}
+
+/// Sets the identity headers for the principal the auth stage inserted.
+pub fn inject_identity(mut req: Request<Body>) -> Request<Body> {
+    let principal = req.extensions_mut().remove::<Principal>();
+    if let Some(principal) = principal {
+        principal.write_headers(req.headers_mut());
+    }
+    req
+}
+
+/// RFC 9110 §7.6.1 connection-specific headers, plus the legacy ones proxies also drop.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including every header named in `Connection`. With
+/// `upgrade`, the `Upgrade` header survives and `Connection: upgrade` is set again.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        if upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_header_spellings() {
+        for n in [
+            "x-atproto-did",
+            "x_atproto_did",
+            "x-atproto_did",
+            "x_atproto-scope",
+            "x-atgate-assertion",
+        ] {
+            assert!(is_identity_header(n), "{n}");
+        }
+        for n in [
+            "x-atproto",
+            "x-atprotodid",
+            "atproto-proxy",
+            "x-request-id",
+            "authorization",
+        ] {
+            assert!(!is_identity_header(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn strips_all_spellings() {
+        let req = Request::builder()
+            .header("x-atproto-did", "did:plc:evil")
+            .header("X_Atproto_Did", "did:plc:evil")
+            .header("x-atproto-auth", "oauth")
+            .header("accept", "*/*")
+            .body(crate::body::empty())
+            .unwrap();
+        let req = strip_identity(req);
+        assert_eq!(req.headers().len(), 1);
+        assert!(req.headers().contains_key("accept"));
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("te", "trailers".parse().unwrap());
+        h.insert("upgrade", "websocket".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            vec!["x-kept"]
+        );
+    }
+}

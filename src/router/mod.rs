@@ -1,0 +1,291 @@
+//! Routing stage: picks the route for a request.
+//!
+//! Reads the current [`Runtime`](crate::state::Runtime) once per request, normalizes the
+//! path, and inserts the matched `Arc<Route>` into the request extensions (and the route's
+//! name into the response extensions, for metrics and logs). No match: 404, or 405 with
+//! `Allow` when the path matches but the method does not; a refused path: 400.
+
+pub mod path;
+pub mod pattern;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use tower::{Layer, Service};
+
+use crate::body::{Body, HttpFuture};
+use crate::config::{AuthMethod, Rewrite, RouteConfig};
+use crate::proxy::Upstream;
+use crate::respond::{Reject, reject};
+use crate::state::Shared;
+use pattern::MatchKey;
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Name from the config; the metric label.
+    pub name: RouteName,
+    /// What it matches.
+    pub key: MatchKey,
+    /// Where it forwards.
+    pub upstream: Arc<Upstream>,
+    /// Credential kind.
+    pub auth: AuthMethod,
+    /// Whether `Authorization` and `DPoP` reach the upstream.
+    pub forward_credentials: bool,
+    /// Path change before forwarding.
+    pub rewrite: Option<Rewrite>,
+}
+
+impl Route {
+    /// Compiles one route config against its upstream.
+    pub fn new(config: &RouteConfig, upstream: Arc<Upstream>) -> Route {
+        Route {
+            name: crate::metrics::Name(config.name.as_str().into()),
+            key: config.key.clone(),
+            upstream,
+            auth: config.auth,
+            forward_credentials: config.forward_credentials,
+            rewrite: config.rewrite.clone(),
+        }
+    }
+
+    /// The path to send upstream (before the upstream's base path).
+    pub fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        use std::borrow::Cow;
+        match &self.rewrite {
+            None => Cow::Borrowed(path),
+            Some(Rewrite::StripPrefix(p)) => match path.strip_prefix(p.as_str()) {
+                Some(rest) if rest.starts_with('/') => Cow::Borrowed(rest),
+                Some(rest) => Cow::Owned(format!("/{rest}")),
+                None => Cow::Borrowed(path),
+            },
+            Some(Rewrite::Replace { matched, with }) => match path.strip_prefix(matched.as_str()) {
+                Some(rest) => Cow::Owned(format!("{with}{rest}")),
+                None => Cow::Borrowed(path),
+            },
+        }
+    }
+}
+
+/// A route's name, cheap to clone; a response extension for metrics and logs.
+pub type RouteName = crate::metrics::Name;
+
+/// The normalized request path, a request extension set by the router.
+#[derive(Debug, Clone)]
+pub struct NormalPath(pub Arc<str>);
+
+/// Routes in match order, most specific first.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    routes: Vec<Arc<Route>>,
+    any_host: bool,
+}
+
+impl RouteTable {
+    /// Sorts routes by specificity (stable, so file order breaks exact ties that the
+    /// config validator has already proven disjoint).
+    pub fn new(mut routes: Vec<Arc<Route>>) -> RouteTable {
+        routes.sort_by(|a, b| a.key.specificity_cmp(&b.key));
+        let any_host = routes.iter().any(|r| r.key.host.is_some());
+        RouteTable { routes, any_host }
+    }
+
+    /// The route for a request.
+    pub fn lookup(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        method: &Method,
+    ) -> Result<&Arc<Route>, RouteError> {
+        let mut allowed: Option<Vec<Method>> = None;
+        for route in &self.routes {
+            if !route.key.matches_target(host, path) {
+                continue;
+            }
+            if route.key.allows(method) {
+                return Ok(route);
+            }
+            let allow = allowed.get_or_insert_with(Vec::new);
+            for m in route.key.methods.iter().flatten() {
+                if !allow.contains(m) {
+                    allow.push(m.clone());
+                }
+            }
+        }
+        Err(match allowed {
+            Some(allow) => RouteError::MethodNotAllowed { allow },
+            None => RouteError::NotFound,
+        })
+    }
+
+    /// Whether any route has a host pattern (else the host is not even parsed).
+    pub fn uses_hosts(&self) -> bool {
+        self.any_host
+    }
+
+    /// All routes, in match order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+}
+
+/// Why no route was chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// Nothing matches host and path.
+    #[error("no route found for request")]
+    NotFound,
+    /// Host and path match, the method does not.
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// Methods that would have matched.
+        allow: Vec<Method>,
+    },
+    /// The path was refused before matching.
+    #[error("invalid request path")]
+    BadPath(path::BadPath),
+}
+
+impl Reject for RouteError {
+    fn status(&self) -> StatusCode {
+        match self {
+            RouteError::NotFound => StatusCode::NOT_FOUND,
+            RouteError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            RouteError::BadPath(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+    fn error_name(&self) -> &'static str {
+        match self {
+            RouteError::NotFound => "NotFound",
+            RouteError::MethodNotAllowed { .. } => "MethodNotAllowed",
+            RouteError::BadPath(_) => "InvalidRequest",
+        }
+    }
+    fn message(&self) -> String {
+        match self {
+            RouteError::BadPath(path::BadPath::EncodedSeparator) => {
+                "invalid request path: encoded slashes and backslashes are not allowed".into()
+            }
+            other => other.to_string(),
+        }
+    }
+    fn reason(&self) -> &'static str {
+        match self {
+            RouteError::NotFound => "no_route",
+            RouteError::MethodNotAllowed { .. } => "method_not_allowed",
+            RouteError::BadPath(_) => "bad_path",
+        }
+    }
+    fn headers(&self, headers: &mut HeaderMap) {
+        if let RouteError::MethodNotAllowed { allow } = self {
+            let list: Vec<&str> = allow.iter().map(Method::as_str).collect();
+            if let Ok(v) = HeaderValue::from_str(&list.join(", ")) {
+                headers.insert(http::header::ALLOW, v);
+            }
+        }
+    }
+}
+
+/// The request's host, lowercased and without port: `:authority` (HTTP/2, absolute-form)
+/// or `Host`.
+pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<String> {
+    let raw = match uri.host() {
+        Some(h) => h,
+        None => headers.get(http::header::HOST)?.to_str().ok()?,
+    };
+    let host = if raw.starts_with('[') {
+        raw.split(']')
+            .next()
+            .map(|h| &h[..])?
+            .trim_start_matches('[')
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// Layer for [`Router`].
+#[derive(Clone)]
+pub struct RouterLayer {
+    shared: Arc<Shared>,
+}
+
+/// Builds the routing stage.
+pub fn layer(shared: &Arc<Shared>) -> RouterLayer {
+    RouterLayer {
+        shared: shared.clone(),
+    }
+}
+
+impl<S> Layer<S> for RouterLayer {
+    type Service = Router<S>;
+    fn layer(&self, inner: S) -> Router<S> {
+        Router {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Inserts `Arc<Route>` or answers 400/404/405.
+#[derive(Clone)]
+pub struct Router<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<Request<Body>> for Router<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = HttpFuture>
+        + Clone
+        + Send
+        + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = HttpFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let runtime = self.shared.runtime.load_full();
+        let table = &runtime.routes;
+        let found = path::normalize(req.uri().path())
+            .map_err(RouteError::BadPath)
+            .and_then(|p| {
+                let host = if table.uses_hosts() {
+                    request_host(req.uri(), req.headers())
+                } else {
+                    None
+                };
+                let route = table.lookup(host.as_deref(), &p, req.method())?.clone();
+                Ok((route, NormalPath(p.into())))
+            });
+        match found {
+            Ok((route, normal)) => {
+                let name = route.name.clone();
+                req.extensions_mut().insert(route);
+                req.extensions_mut().insert(normal);
+                let mut inner = crate::layers::take(&mut self.inner);
+                Box::pin(async move {
+                    let mut res = inner.call(req).await?;
+                    res.extensions_mut().insert(name);
+                    Ok(res)
+                })
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "request not routed");
+                let res = reject(&e);
+                Box::pin(async move { Ok(res) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

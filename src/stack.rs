@@ -1,0 +1,32 @@
+//! THE pipeline: one stage per line, outermost first, in the order a request meets them.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use tower::ServiceBuilder;
+use tower::util::BoxCloneService;
+
+use crate::body::Body;
+use crate::layers::{limits, metrics, request_id, trace};
+use crate::proxy::{self, headers};
+use crate::state::Shared;
+use crate::{auth, router};
+
+/// The whole request pipeline as one service.
+pub type HttpService = BoxCloneService<Request<Body>, Response<Body>, Infallible>;
+
+/// Builds the pipeline in front of the forwarding service.
+pub fn build(shared: &Arc<Shared>) -> HttpService {
+    let stack = ServiceBuilder::new()
+        .layer(request_id::layer()) // set or propagate x-request-id
+        .layer(trace::layer(shared)) // span + access log; ClientInfo from trusted proxies
+        .layer(metrics::layer(shared)) // in flight, latency, outcome by route
+        .layer(limits::layer(shared)) // concurrency 503, body 413, timeout 504
+        .map_request(headers::strip_identity) // spoofed x-atproto-* gone before anyone reads them
+        .layer(router::layer(shared)) // inserts Arc<Route>       | 400 / 404 / 405
+        .layer(auth::layer(shared)) // inserts Principal          | 401 / 503
+        .map_request(headers::inject_identity) // Principal -> upstream headers
+        .service(proxy::Forward::new(shared));
+    BoxCloneService::new(stack)
+}
