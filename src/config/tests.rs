@@ -1,1 +1,118 @@
+use std::time::Duration;
 
+use proptest::prelude::*;
+
+use super::*;
+use crate::router::pattern::{HostPattern, PathPattern};
+
+const MINIMAL: &str = "
+upstreams:
+  app:
+    url: http://127.0.0.1:3000
+routes:
+  - name: all
+    match: { path: / }
+    upstream: app
+    auth: none
+";
+
+#[test]
+fn example_config_parses() {
+    let c = Config::parse(EXAMPLE, "config/atgate.yaml").expect("example config is valid");
+    assert_eq!(c.listen, vec!["0.0.0.0:8080".parse().unwrap()]);
+    assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(c.public_url.as_ref().map(|u| u.as_str()), Some("https://gateway.example.com/"));
+    assert_eq!(c.trusted_proxies.len(), 2);
+    assert_eq!(c.limits.max_body, 10 << 20);
+    assert_eq!(c.routes.len(), 5);
+    let feeds = &c.upstreams[1];
+    assert_eq!((feeds.name.as_str(), feeds.base_path.as_str()), ("feeds", "/base"));
+    assert_eq!(feeds.timeout, Duration::from_secs(10));
+    let api = c.routes.iter().find(|r| r.name == "api").unwrap();
+    assert_eq!(api.key.host, Some(HostPattern::Exact("api.example.com".into())));
+    assert_eq!(api.rewrite, Some(Rewrite::Replace { matched: "/v1/".into(), with: "/api/v1/".into() }));
+    let feed = c.routes.iter().find(|r| r.name == "feed-xrpc").unwrap();
+    assert_eq!(feed.key.path, PathPattern::Glob("/xrpc/app.bsky.feed.*".into()));
+    assert_eq!(feed.key.methods, Some(vec![http::Method::GET]));
+}
+
+#[test]
+fn defaults() {
+    let c = Config::parse(MINIMAL, "m.yaml").unwrap();
+    assert_eq!(c.listen, vec!["0.0.0.0:8080".parse().unwrap()]);
+    assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    let d = Limits::default();
+    assert_eq!(c.limits.max_body, d.max_body);
+    assert_eq!(c.limits.request_timeout, Duration::from_secs(60));
+    assert_eq!(c.upstreams[0].timeout, Duration::from_secs(30));
+    assert_eq!(c.upstreams[0].base_path, "");
+    assert!(c.log.json);
+    assert!(!c.via);
+    assert!(!c.routes[0].forward_credentials);
+}
+
+#[test]
+fn listen_one_or_many_and_admin_off() {
+    let one = format!("listen: 127.0.0.1:1\nadmin_listen: \"off\"\n{MINIMAL}");
+    let c = Config::parse(&one, "x").unwrap();
+    assert_eq!(c.listen, vec!["127.0.0.1:1".parse().unwrap()]);
+    assert_eq!(c.admin_listen, None);
+    let many = format!("listen: [127.0.0.1:1, '[::1]:2']\n{MINIMAL}");
+    assert_eq!(Config::parse(&many, "x").unwrap().listen.len(), 2);
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let text = "
+limits: { max_body: lots, request_timeout: forever }
+upstreams:
+  app: { url: 'not a url' }
+routes:
+  - name: 'bad name'
+    match: { path: nope }
+    upstream: missing
+    auth: none
+";
+    let errs = Config::parse(text, "t.yaml").unwrap_err().0;
+    let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "limits.max_body",
+            "limits.request_timeout",
+            "upstreams.app.url",
+            "routes[0].name",
+            "routes[0].match.path",
+            "routes[0].upstream"
+        ]
+    );
+    assert!(errs.iter().all(|e| e.place.line > 0 && e.origin == "t.yaml"));
+}
+
+#[test]
+fn empty_config_is_an_error() {
+    let e = Config::parse("  \n", "e.yaml").unwrap_err();
+    assert_eq!(e.to_string(), "e.yaml:1:1: config is empty (expected at least listen, upstreams and routes)");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Arbitrary text never panics the loader.
+    #[test]
+    fn parse_never_panics(text in "\\PC{0,400}") {
+        let _ = Config::parse(&text, "fuzz");
+    }
+
+    /// Nor do small corruptions of a valid config: each either parses or names a place.
+    #[test]
+    fn mutated_example_never_panics(pos in 0usize..EXAMPLE.len(), byte in any::<u8>(), cut in any::<bool>()) {
+        let mut bytes = EXAMPLE.as_bytes().to_vec();
+        if cut { bytes.truncate(pos) } else { bytes[pos] = byte }
+        if let Ok(text) = String::from_utf8(bytes) {
+            if let Err(errs) = Config::parse(&text, "m") {
+                prop_assert!(!errs.0.is_empty());
+            }
+        }
+    }
+}

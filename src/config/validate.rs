@@ -38,10 +38,10 @@ fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
             message: "config is empty (expected at least listen, upstreams and routes)".into(),
         }]));
     }
-    let mut field = String::new();
+    let mut path = String::new();
     let result = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
-            field = e.path().to_string();
+            path = e.path().to_string();
             e.into_inner()
         })
     });
@@ -49,6 +49,11 @@ fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
         Ok(raw) => return Ok(raw),
         Err(err) => err,
     };
+    // `Spanned` adds a `value` level that is not in the file.
+    let mut field = path.replace(".value.", ".");
+    if let Some(stripped) = field.strip_suffix(".value") {
+        field = stripped.to_owned();
+    }
     if field == "." || field == "?" {
         field.clear();
     }
@@ -66,7 +71,11 @@ fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
             expected,
             ..
         } => (
-            join(&field, name),
+            // The recorded path already ends in the unknown key.
+            match field.strip_suffix(name.as_str()) {
+                Some(parent) => join(parent.trim_end_matches('.'), name),
+                None => join(&field, name),
+            },
             format!(
                 "unknown field {name:?} (expected one of: {})",
                 expected.join(", ")
@@ -116,7 +125,10 @@ impl Validator<'_> {
         match check(&value.value) {
             Ok(u) => Some(u),
             Err(message) => {
-                self.error(Place::of(value), field, message);
+                // An empty message means "already reported elsewhere".
+                if !message.is_empty() {
+                    self.error(Place::of(value), field, message);
+                }
                 None
             }
         }
@@ -385,6 +397,10 @@ impl Validator<'_> {
         }
         let upstream = self.check(&raw.upstream, format!("{field}.upstream"), |s| {
             upstreams.iter().position(|u| &u.name == s).ok_or_else(|| {
+                if all.upstreams.0.iter().any(|(n, _)| &n.value == s) {
+                    // Defined but invalid: its own error says why.
+                    return String::new();
+                }
                 let known: Vec<&str> = all
                     .upstreams
                     .0
