@@ -1,0 +1,112 @@
+//! The `atgate` binary: check, demo, run with signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+
+fn atgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_atgate"))
+}
+
+#[test]
+fn example_config_passes_check() {
+    let out = atgate().args(["check", "--config", "config/atgate.yaml"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "config/atgate.yaml: ok (5 routes, 2 upstreams)\n");
+}
+
+#[test]
+fn invalid_configs_fail_check_with_exact_errors() {
+    let dir = Path::new("tests/fixtures/config/invalid");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
+        let out = atgate().current_dir(dir).args(["check", "--config", name]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name} should fail check");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), expected, "errors for {name}");
+        seen += 1;
+    }
+    assert!(seen >= 10, "only {seen} invalid configs");
+}
+
+#[test]
+fn demo_once_works() {
+    let out = atgate().args(["demo", "--once"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("-> 200 OK"), "{stdout}");
+    assert!(stdout.contains("demo ok"), "{stdout}");
+}
+
+#[test]
+fn version_flag() {
+    let out = atgate().arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("atgate {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+/// `atgate run`, a request in flight, SIGTERM: the request completes, the process exits 0,
+/// and the JSON access log has the request without its credentials.
+#[tokio::test]
+async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
+    let slow = slow_upstream(Duration::from_millis(700)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("atgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nadmin_listen: \"off\"\nupstreams:\n  slow: {{ url: \"http://{slow}\" }}\nroutes:\n  - {{ name: all, match: {{ path: / }}, upstream: slow, auth: none }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = atgate()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("gateway exited early").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if v["message"] == "listening" {
+            break v["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let url = format!("http://{addr}/secret-path?token=hidden");
+    let req = tokio::spawn(async move {
+        send(&client(), get(url, &[("authorization", "Bearer sekrit-token"), ("cookie", "session=sekrit")])).await
+    });
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let started = Instant::now();
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let (res, body) = req.await.unwrap();
+    assert_eq!(res.status, StatusCode::OK);
+    assert_eq!(body, "slow");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let access = rest
+        .iter()
+        .find(|l| l.contains("atgate::access"))
+        .unwrap_or_else(|| panic!("no access log line in {rest:?}"));
+    let v: serde_json::Value = serde_json::from_str(access).unwrap();
+    assert_eq!(v["path"], "/secret-path");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["route"], "all");
+    let all = rest.join("\n");
+    assert!(!all.contains("sekrit") && !all.contains("hidden"), "a secret was logged:\n{all}");
+    assert!(all.contains("drained"), "{all}");
+}
