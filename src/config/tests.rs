@@ -109,10 +109,10 @@ proptest! {
     fn mutated_example_never_panics(pos in 0usize..EXAMPLE.len(), byte in any::<u8>(), cut in any::<bool>()) {
         let mut bytes = EXAMPLE.as_bytes().to_vec();
         if cut { bytes.truncate(pos) } else { bytes[pos] = byte }
-        if let Ok(text) = String::from_utf8(bytes) {
-            if let Err(errs) = Config::parse(&text, "m") {
-                prop_assert!(!errs.0.is_empty());
-            }
+        if let Ok(text) = String::from_utf8(bytes)
+            && let Err(errs) = Config::parse(&text, "m")
+        {
+            prop_assert!(!errs.0.is_empty());
         }
     }
 }

@@ -196,13 +196,9 @@ pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<String> 
         Some(h) => h,
         None => headers.get(http::header::HOST)?.to_str().ok()?,
     };
-    let host = if raw.starts_with('[') {
-        raw.split(']')
-            .next()
-            .map(|h| &h[..])?
-            .trim_start_matches('[')
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    let host = match raw.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
+        None => raw.rsplit_once(':').map_or(raw, |(h, _)| h),
     };
     Some(host.to_ascii_lowercase())
 }
