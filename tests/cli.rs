@@ -16,9 +16,19 @@ fn atgate() -> Command {
 
 #[test]
 fn example_config_passes_check() {
-    let out = atgate().args(["check", "--config", "config/atgate.yaml"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "config/atgate.yaml: ok (5 routes, 2 upstreams)\n");
+    let out = atgate()
+        .args(["check", "--config", "config/atgate.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "config/atgate.yaml: ok (5 routes, 2 upstreams)\n"
+    );
 }
 
 #[test]
@@ -32,9 +42,17 @@ fn invalid_configs_fail_check_with_exact_errors() {
         }
         let name = path.file_name().unwrap().to_str().unwrap();
         let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
-        let out = atgate().current_dir(dir).args(["check", "--config", name]).output().unwrap();
+        let out = atgate()
+            .current_dir(dir)
+            .args(["check", "--config", name])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(1), "{name} should fail check");
-        assert_eq!(String::from_utf8_lossy(&out.stderr), expected, "errors for {name}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            expected,
+            "errors for {name}"
+        );
         seen += 1;
     }
     assert!(seen >= 10, "only {seen} invalid configs");
@@ -44,7 +62,11 @@ fn invalid_configs_fail_check_with_exact_errors() {
 fn demo_once_works() {
     let out = atgate().args(["demo", "--once"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("-> 200 OK"), "{stdout}");
     assert!(stdout.contains("demo ok"), "{stdout}");
 }
@@ -52,7 +74,10 @@ fn demo_once_works() {
 #[test]
 fn version_flag() {
     let out = atgate().arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("atgate {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("atgate {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 /// `atgate run`, a request in flight, SIGTERM: the request completes, the process exits 0,
@@ -85,11 +110,24 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     };
     let url = format!("http://{addr}/secret-path?token=hidden");
     let req = tokio::spawn(async move {
-        send(&client(), get(url, &[("authorization", "Bearer sekrit-token"), ("cookie", "session=sekrit")])).await
+        send(
+            &client(),
+            get(
+                url,
+                &[
+                    ("authorization", "Bearer sekrit-token"),
+                    ("cookie", "session=sekrit"),
+                ],
+            ),
+        )
+        .await
     });
     tokio::time::sleep(Duration::from_millis(250)).await;
     let started = Instant::now();
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let (res, body) = req.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
@@ -107,6 +145,9 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     assert_eq!(v["status"], 200);
     assert_eq!(v["route"], "all");
     let all = rest.join("\n");
-    assert!(!all.contains("sekrit") && !all.contains("hidden"), "a secret was logged:\n{all}");
+    assert!(
+        !all.contains("sekrit") && !all.contains("hidden"),
+        "a secret was logged:\n{all}"
+    );
     assert!(all.contains("drained"), "{all}");
 }
