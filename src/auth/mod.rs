@@ -5,6 +5,8 @@
 //! Verifiers are plain `async fn`s, testable without tower.
 
 use std::convert::Infallible;
+pub mod dpop;
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 

@@ -1,0 +1,4 @@
+//! DPoP (RFC 9449) as atproto resource servers use it: stateless server nonces, and
+//! (next) proof verification and the replay store.
+
+pub mod nonce;

@@ -1,0 +1,101 @@
+//! Stateless DPoP nonces, the reference scheme (ATPROTO-AUTH.md §3.6):
+//! `nonce(c) = b64url(HMAC-SHA256(secret, be64(c)))` with `c = floor(now_ms / R)`.
+//! The server hands out `nonce(c + 1)` and accepts `nonce(c - 1)`, `nonce(c)` and
+//! `nonce(c + 1)`, so replicas sharing the secret agree without talking.
+
+use std::time::Duration;
+
+use aws_lc_rs::hmac;
+
+use crate::jose::b64url;
+
+/// The default rotation interval `R`.
+pub const DEFAULT_ROTATION: Duration = Duration::from_secs(60);
+
+/// Issues and checks nonces.
+#[derive(Debug, Clone)]
+pub struct Nonces {
+    key: hmac::Key,
+    rotation_ms: u64,
+}
+
+impl Nonces {
+    /// A nonce source over a 32-byte secret. `rotation` is clamped to 1 s ..= 60 s, the
+    /// reference's bounds (at most a third of the 180 s proof window).
+    pub fn new(secret: &[u8; 32], rotation: Duration) -> Nonces {
+        let rotation_ms = (rotation.as_millis() as u64).clamp(1_000, 60_000);
+        Nonces {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            rotation_ms,
+        }
+    }
+
+    fn counter(&self, now_ms: u64) -> u64 {
+        now_ms / self.rotation_ms
+    }
+
+    fn nonce(&self, counter: u64) -> String {
+        b64url(hmac::sign(&self.key, &counter.to_be_bytes()).as_ref())
+    }
+
+    /// The nonce to send in `DPoP-Nonce` at `now_ms` (Unix milliseconds).
+    pub fn current(&self, now_ms: u64) -> String {
+        self.nonce(self.counter(now_ms) + 1)
+    }
+
+    /// Whether a proof's nonce is acceptable at `now_ms`.
+    pub fn is_valid(&self, nonce: &str, now_ms: u64) -> bool {
+        let c = self.counter(now_ms);
+        // Nonces are public values: a plain comparison leaks nothing worth having.
+        [c.wrapping_sub(1), c, c + 1]
+            .iter()
+            .any(|&k| self.nonce(k) == nonce)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // ATPROTO-AUTH.md 15.4.
+    const T_MS: u64 = 1_767_225_600_000;
+
+    fn nonces() -> Nonces {
+        let mut secret = [0u8; 32];
+        for (i, b) in secret.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        Nonces::new(&secret, DEFAULT_ROTATION)
+    }
+
+    #[test]
+    fn spec_vectors() {
+        let n = nonces();
+        assert_eq!(n.counter(T_MS), 29_453_760);
+        assert_eq!(
+            n.nonce(29_453_759),
+            "fRZsG90oAf01cgXyUPe6bCssCx3fcI8r5mpWEdiRWlU"
+        );
+        assert_eq!(
+            n.nonce(29_453_760),
+            "CWuE8o4qhL7fvK0JGlmfMgkZKwzS6LNOzdgqs38nAMw"
+        );
+        assert_eq!(
+            n.current(T_MS),
+            "Xd9XRtb46Uu4zNb90zjibni4dQ7W_SjdRdhfUkDoTS4"
+        );
+    }
+
+    #[test]
+    fn served_nonce_lives_180_seconds_from_a_boundary() {
+        let n = nonces();
+        let served = n.current(T_MS);
+        assert!(n.is_valid(&served, T_MS));
+        assert!(n.is_valid(&served, T_MS + 179_999));
+        assert!(!n.is_valid(&served, T_MS + 180_000));
+        assert!(!n.is_valid("xyz", T_MS));
+        // Another secret's nonces are not accepted.
+        let other = Nonces::new(&[7u8; 32], DEFAULT_ROTATION);
+        assert!(!other.is_valid(&served, T_MS));
+    }
+}
