@@ -16,6 +16,9 @@ pub enum ProxyError {
     /// No response head within the upstream's timeout.
     #[error("upstream timed out")]
     Timeout,
+    /// The upstream broke the protocol (e.g. 101 to a request that asked for no upgrade).
+    #[error("upstream protocol error")]
+    Protocol,
     /// The client's body went past `limits.max_body`.
     #[error("request body too large")]
     BodyTooLarge,
@@ -27,7 +30,9 @@ pub enum ProxyError {
 impl Reject for ProxyError {
     fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Unreachable(_) | ProxyError::Failure(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Unreachable(_) | ProxyError::Failure(_) | ProxyError::Protocol => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
@@ -35,7 +40,9 @@ impl Reject for ProxyError {
     }
     fn error_name(&self) -> &'static str {
         match self {
-            ProxyError::Unreachable(_) | ProxyError::Failure(_) => "UpstreamFailure",
+            ProxyError::Unreachable(_) | ProxyError::Failure(_) | ProxyError::Protocol => {
+                "UpstreamFailure"
+            }
             ProxyError::Timeout => "UpstreamTimeout",
             ProxyError::BodyTooLarge => "PayloadTooLarge",
             ProxyError::BadRequest => "InvalidRequest",
@@ -48,6 +55,7 @@ impl Reject for ProxyError {
         match self {
             ProxyError::Unreachable(_) => "upstream_unreachable",
             ProxyError::Failure(_) => "upstream_failure",
+            ProxyError::Protocol => "upstream_protocol",
             ProxyError::Timeout => "upstream_timeout",
             ProxyError::BodyTooLarge => "body_too_large",
             ProxyError::BadRequest => "bad_request",

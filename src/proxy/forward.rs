@@ -145,7 +145,7 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
         match client_upgrade {
             Some(client_upgrade) => upgrade::tunnel(client_upgrade, hyper::upgrade::on(&mut res)),
             // 101 to a request that did not ask for it is a protocol violation.
-            None => return Err(ProxyError::BadRequest),
+            None => return Err(ProxyError::Protocol),
         }
     }
     remove_hop_by_hop(res.headers_mut(), switching);
