@@ -80,6 +80,9 @@ impl Gateway {
             .collect();
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
 
+        if let Some(dpop) = &runtime.dpop {
+            dpop.issuers.spawn_refreshers();
+        }
         let shared = Shared::new(runtime);
         let service = stack::build(&shared);
         let builder = server::http_builder(&config.limits);

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod jose;
 pub mod layers;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod respond;
 pub mod router;

@@ -6,8 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, ConfigErrors};
+use crate::auth::dpop::nonce::Nonces;
+use crate::auth::dpop::replay::{MemoryReplayStore, ReplayStore};
+use crate::auth::issuer::Issuers;
+use crate::auth::token::TokenCache;
+use crate::config::{AuthMethod, Config, ConfigError, ConfigErrors, DpopConfig};
 use crate::metrics::Metrics;
+use crate::net::Outbound;
 use crate::proxy::Upstream;
 use crate::router::{Route, RouteTable};
 
@@ -20,6 +25,63 @@ pub struct Runtime {
     pub routes: RouteTable,
     /// Upstreams with their connection pools, in config order.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// The outbound client for JWKS and metadata.
+    pub outbound: Outbound,
+    /// DPoP state, when any route uses `auth: dpop`.
+    pub dpop: Option<DpopState>,
+}
+
+/// What the DPoP path needs: nonces, trusted issuers and their keys, verified tokens.
+#[derive(Debug)]
+pub struct DpopState {
+    /// Nonce source.
+    pub nonces: Nonces,
+    /// Trusted issuers.
+    pub issuers: Issuers,
+    /// Verified tokens by SHA-256.
+    pub tokens: TokenCache,
+    /// Largest `DPoP` header accepted.
+    pub max_proof_bytes: usize,
+}
+
+impl DpopState {
+    fn build(config: &DpopConfig, issuers: Issuers) -> Result<DpopState, ConfigError> {
+        let secret = match &config.nonce_secret {
+            Some(secret) => {
+                let text = secret.read()?;
+                let bytes = std::str::from_utf8(&text)
+                    .ok()
+                    .and_then(crate::config::decode_hex);
+                match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+                    Some(b) => b,
+                    None => {
+                        return Err(secret
+                            .origin()
+                            .error("nonce secret must be 64 hex characters (32 bytes)".into()));
+                    }
+                }
+            }
+            None => {
+                tracing::warn!(
+                    "dpop.nonce_secret_env/_file not set: using a random per-process nonce secret; replicas will disagree on nonces"
+                );
+                let mut b = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut b).map_err(|_| ConfigError {
+                    origin: String::new(),
+                    place: Default::default(),
+                    field: "dpop".into(),
+                    message: "no randomness for the nonce secret".into(),
+                })?;
+                b
+            }
+        };
+        Ok(DpopState {
+            nonces: Nonces::new(&secret, config.nonce_rotation),
+            issuers,
+            tokens: TokenCache::new(config.token_cache_capacity),
+            max_proof_bytes: config.max_proof_bytes,
+        })
+    }
 }
 
 impl Runtime {
@@ -36,6 +98,17 @@ impl Runtime {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        let outbound = Outbound::new(config.outbound.clone());
+        let dpop = if config.routes.iter().any(|r| r.auth == AuthMethod::Dpop) {
+            let built = Issuers::new(&config.issuers, &outbound)
+                .and_then(|issuers| DpopState::build(&config.dpop, issuers));
+            match built {
+                Ok(d) => Some(d),
+                Err(e) => return Err(ConfigErrors(vec![e])),
+            }
+        } else {
+            None
+        };
         let routes = config
             .routes
             .iter()
@@ -44,6 +117,8 @@ impl Runtime {
         Ok(Runtime {
             routes: RouteTable::new(routes),
             upstreams,
+            outbound,
+            dpop,
             config: Arc::new(config),
         })
     }
@@ -58,6 +133,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Requests served at once (`limits.max_concurrent_requests`).
     pub concurrency: Arc<Semaphore>,
+    /// Seen DPoP proofs (and later service-JWT ids); outlives config reloads.
+    pub replay: Arc<dyn ReplayStore>,
     ready: AtomicBool,
 }
 
@@ -65,17 +142,25 @@ impl Shared {
     /// Wraps a runtime.
     pub fn new(runtime: Runtime) -> Arc<Shared> {
         let permits = runtime.config.limits.max_concurrent_requests;
+        let replay = Arc::new(MemoryReplayStore::new(runtime.config.dpop.replay_capacity));
         Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics: Metrics::new(),
             concurrency: Arc::new(Semaphore::new(permits)),
+            replay,
             ready: AtomicBool::new(false),
         })
     }
 
-    /// Whether `/readyz` says ready.
+    /// Whether `/readyz` says ready: serving, and every issuer's keys fetched once.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && self
+                .runtime
+                .load()
+                .dpop
+                .as_ref()
+                .is_none_or(|d| d.issuers.all_loaded())
     }
 
     /// Marks ready (listeners bound) or not (draining).

@@ -4,74 +4,271 @@
 //! `Principal` into the request extensions, or answers with the verifier's error.
 //! Verifiers are plain `async fn`s, testable without tower.
 
-use std::convert::Infallible;
 pub mod dpop;
+mod error;
+pub mod issuer;
+pub mod token;
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header, request::Parts};
 use tower::{Layer, Service};
+
+pub use error::{AuthError, DPOP_ALGS, ProofError, Scheme, TokenError, challenge};
 
 use crate::body::{Body, HttpFuture};
 use crate::config::AuthMethod;
-use crate::respond::{Reject, reject};
+use crate::jose::{b64url, jws};
+use crate::proxy::forwarded::ClientInfo;
+use crate::respond::reject;
 use crate::router::Route;
-use crate::state::Shared;
+use crate::state::{DpopState, Shared};
+use dpop::verify::{ProofContext, REPLAY_TTL, verify_proof};
+use token::VerifiedToken;
 
 /// Who is making the request, as far as atgate has verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     /// A public route: nobody was authenticated.
     Anonymous,
+    /// A DPoP-bound OAuth access token from a trusted issuer.
+    OAuth {
+        /// The verified token.
+        token: Arc<VerifiedToken>,
+        /// Thumbprint of the proof key (equal to the token's `cnf.jkt`).
+        jkt: String,
+    },
+}
+
+/// Names of the identity headers atgate injects.
+pub mod headers {
+    use http::HeaderName;
+    /// The principal's DID.
+    pub static DID: HeaderName = HeaderName::from_static("x-atproto-did");
+    /// How it was authenticated: `oauth`, `service`, `app-password`.
+    pub static AUTH: HeaderName = HeaderName::from_static("x-atproto-auth");
+    /// The OAuth `client_id`.
+    pub static CLIENT_ID: HeaderName = HeaderName::from_static("x-atproto-client-id");
+    /// The granted scope string.
+    pub static SCOPE: HeaderName = HeaderName::from_static("x-atproto-scope");
+    /// The DPoP key thumbprint.
+    pub static JKT: HeaderName = HeaderName::from_static("x-atproto-jkt");
 }
 
 impl Principal {
-    /// Writes the identity headers the upstream receives for this principal.
-    pub fn write_headers(&self, _headers: &mut HeaderMap) {
+    /// Writes the identity headers the upstream receives for this principal, DID first.
+    pub fn write_headers(&self, out: &mut HeaderMap) {
+        let mut put = |name: &HeaderName, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                out.insert(name.clone(), v);
+            }
+        };
         match self {
             Principal::Anonymous => {}
+            Principal::OAuth { token, jkt } => {
+                put(&headers::DID, &token.sub);
+                put(&headers::AUTH, "oauth");
+                if let Some(client) = &token.client_id {
+                    put(&headers::CLIENT_ID, client);
+                }
+                put(&headers::SCOPE, &token.scope);
+                put(&headers::JKT, jkt);
+            }
         }
     }
 }
 
-/// Why a request was not authenticated.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// The request reached the auth stage without a route (a pipeline bug).
-    #[error("request was not routed")]
-    NotRouted,
-}
-
-impl Reject for AuthError {
-    fn status(&self) -> StatusCode {
-        match self {
-            AuthError::NotRouted => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-    fn error_name(&self) -> &'static str {
-        match self {
-            AuthError::NotRouted => "InternalServerError",
-        }
-    }
-    fn message(&self) -> String {
-        self.to_string()
-    }
-    fn reason(&self) -> &'static str {
-        match self {
-            AuthError::NotRouted => "not_routed",
-        }
-    }
+/// Unix time now, in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs the route's verifier.
 pub async fn authenticate(
-    _shared: &Shared,
+    shared: &Shared,
     route: &Route,
-    _req: &http::request::Parts,
+    req: &Parts,
 ) -> Result<Principal, AuthError> {
     match route.auth {
         AuthMethod::None => Ok(Principal::Anonymous),
+        AuthMethod::Dpop => {
+            let runtime = shared.runtime.load_full();
+            let dpop = runtime.dpop.as_ref().ok_or(AuthError::NotRouted)?;
+            let external = external_url(runtime.config.public_url.as_ref(), req);
+            authenticate_dpop(
+                shared.replay.as_ref(),
+                dpop,
+                req,
+                external.as_ref(),
+                now_ms(),
+            )
+            .await
+        }
+    }
+}
+
+/// The URL the client addressed: `public_url` (or, without one, the scheme and host the
+/// client used, believed from `X-Forwarded-*` only behind trusted proxies) plus the
+/// request path as sent.
+pub fn external_url(public: Option<&url::Url>, req: &Parts) -> Option<url::Url> {
+    let path = req.uri.path();
+    let origin = match public {
+        Some(u) => u.origin().ascii_serialization(),
+        None => {
+            let client = req.extensions.get::<ClientInfo>()?;
+            format!("{}://{}", client.proto, client.host.as_deref()?)
+        }
+    };
+    url::Url::parse(&format!("{origin}{path}")).ok()
+}
+
+/// Splits `Authorization` into scheme and token: exactly two parts separated by one space
+/// (ATPROTO-AUTH.md §2); schemes case-insensitive.
+pub fn parse_authorization(value: &HeaderValue) -> Result<(Scheme, &str), AuthError> {
+    let text = value.to_str().map_err(|_| AuthError::BadHeader)?;
+    let mut parts = text.split(' ');
+    let (Some(scheme), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(AuthError::BadHeader);
+    };
+    if token.is_empty() {
+        return Err(AuthError::BadHeader);
+    }
+    let scheme = if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else {
+        return Err(AuthError::BadHeader);
+    };
+    Ok((scheme, token))
+}
+
+/// The DPoP path: proof, replay, token (cached), binding.
+pub async fn authenticate_dpop(
+    replay: &dyn dpop::replay::ReplayStore,
+    dpop: &DpopState,
+    req: &Parts,
+    external: Option<&url::Url>,
+    now_ms: u64,
+) -> Result<Principal, AuthError> {
+    let mut values = req.headers.get_all(header::AUTHORIZATION).iter();
+    let value = values.next().ok_or(AuthError::Missing)?;
+    if values.next().is_some() {
+        return Err(AuthError::BadHeader);
+    }
+    let (scheme, token) = parse_authorization(value)?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(digest.as_ref());
+    let now = now_ms / 1000;
+
+    if scheme == Scheme::Bearer {
+        // atproto clients must use DPoP; say which way the token is wrong.
+        let verified = verified_token(dpop, token, &hash, scheme, now).await?;
+        let reason = if verified.jkt.is_some() {
+            TokenError::BoundAsBearer
+        } else {
+            TokenError::Unbound
+        };
+        return Err(AuthError::Token { scheme, reason });
+    }
+
+    let mut proofs = req.headers.get_all("dpop").iter();
+    let proof = proofs
+        .next()
+        .ok_or(AuthError::Proof(ProofError::Required))?;
+    if proofs.next().is_some() {
+        return Err(AuthError::Proof(ProofError::Multiple));
+    }
+    if proof.is_empty() {
+        return Err(AuthError::Proof(ProofError::Empty));
+    }
+    if proof.len() > dpop.max_proof_bytes {
+        return Err(AuthError::Proof(ProofError::TooLarge));
+    }
+    let proof = proof
+        .to_str()
+        .map_err(|_| AuthError::Proof(ProofError::Malformed))?;
+    let ath = b64url(&hash);
+    let url = external.ok_or(AuthError::Proof(ProofError::HtuMismatch))?;
+    let ctx = ProofContext {
+        method: req.method.as_str(),
+        url,
+        ath: Some(&ath),
+        now_ms,
+    };
+    let proof = verify_proof(proof, &ctx, &dpop.nonces)?;
+    match replay.insert_if_absent(proof.replay_key, REPLAY_TTL).await {
+        Ok(true) => {}
+        Ok(false) => return Err(AuthError::Proof(ProofError::Replayed)),
+        Err(e) => {
+            tracing::error!(error = %e, "replay store unavailable");
+            return Err(AuthError::ReplayUnavailable);
+        }
+    }
+    let verified = verified_token(dpop, token, &hash, scheme, now).await?;
+    match &verified.jkt {
+        None => Err(AuthError::Token {
+            scheme,
+            reason: TokenError::Unbound,
+        }),
+        Some(jkt) if *jkt != proof.jkt => Err(AuthError::Token {
+            scheme,
+            reason: TokenError::Binding,
+        }),
+        Some(_) => Ok(Principal::OAuth {
+            token: verified,
+            jkt: proof.jkt,
+        }),
+    }
+}
+
+async fn verified_token(
+    dpop: &DpopState,
+    token: &str,
+    hash: &[u8; 32],
+    scheme: Scheme,
+    now: u64,
+) -> Result<Arc<VerifiedToken>, AuthError> {
+    if let Some(t) = dpop.tokens.get(hash, now) {
+        return Ok(t);
+    }
+    // Cheap shape check first, so garbage never reaches the issuer lookup.
+    if jws::parse(token).is_err() {
+        return Err(AuthError::Token {
+            scheme,
+            reason: TokenError::Malformed,
+        });
+    }
+    let verified = Arc::new(token::verify_token(token, scheme, &dpop.issuers, now).await?);
+    dpop.tokens.insert(*hash, verified.clone());
+    Ok(verified)
+}
+
+/// Adds what every response on the DPoP path carries (ATPROTO-AUTH.md §3.7, §5): a fresh
+/// `DPoP-Nonce`, CORS exposure of it and of `WWW-Authenticate`, and no shared caching.
+fn decorate_dpop_response(res: &mut Response<Body>, dpop: &DpopState) {
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&dpop.nonces.current(now_ms())) {
+        headers.insert(HeaderName::from_static("dpop-nonce"), v);
+    }
+    let expose = if headers.contains_key(header::WWW_AUTHENTICATE) {
+        "DPoP-Nonce, WWW-Authenticate"
+    } else {
+        "DPoP-Nonce"
+    };
+    headers.append(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(expose),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Authorization"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
     }
 }
 
@@ -129,13 +326,26 @@ where
             let Some(route) = parts.extensions.get::<Arc<Route>>().cloned() else {
                 return Ok(reject(&AuthError::NotRouted));
             };
-            match authenticate(&shared, &route, &parts).await {
+            let result = authenticate(&shared, &route, &parts).await;
+            if let Err(e) = &result {
+                tracing::debug!(route = %route.name.0, error = %e, "authentication failed");
+            }
+            let mut res = match result {
                 Ok(principal) => {
                     parts.extensions.insert(principal);
-                    inner.call(Request::from_parts(parts, body)).await
+                    inner.call(Request::from_parts(parts, body)).await?
                 }
-                Err(e) => Ok(reject(&e)),
+                Err(e) => reject(&e),
+            };
+            if route.auth == AuthMethod::Dpop
+                && let Some(dpop) = shared.runtime.load().dpop.as_ref()
+            {
+                decorate_dpop_response(&mut res, dpop);
             }
+            Ok(res)
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

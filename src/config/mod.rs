@@ -5,6 +5,7 @@
 //! the loader and the tests all call. File references (TLS certificates, CA bundles) are
 //! read when the runtime is built, not here.
 
+mod auth;
 mod error;
 mod raw;
 pub mod units;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+pub(crate) use auth::decode_hex;
 pub use error::{ConfigError, ConfigErrors, Place};
 
 use crate::router::pattern::MatchKey;
@@ -45,6 +47,12 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Routes, in file order (the router sorts them by specificity).
     pub routes: Vec<RouteConfig>,
+    /// DPoP settings.
+    pub dpop: DpopConfig,
+    /// Trusted OAuth authorization servers.
+    pub issuers: Vec<IssuerConfig>,
+    /// Outbound fetch policy.
+    pub outbound: OutboundConfig,
 }
 
 /// A file the config names, read when the runtime is built.
@@ -152,6 +160,134 @@ pub struct UpstreamConfig {
 pub enum AuthMethod {
     /// Public: no credentials are read.
     None,
+    /// `Authorization: DPoP <token>` + `DPoP: <proof>` from a trusted issuer.
+    Dpop,
+}
+
+/// A secret named by the config, read from the environment or a file at build time.
+#[derive(Debug, Clone)]
+pub enum SecretRef {
+    /// An environment variable.
+    Env {
+        /// Its name.
+        name: String,
+        /// Where the config names it.
+        at: FileRef,
+    },
+    /// A file (trailing whitespace trimmed).
+    File(FileRef),
+}
+
+impl SecretRef {
+    /// Reads the secret.
+    pub fn read(&self) -> Result<Vec<u8>, ConfigError> {
+        match self {
+            SecretRef::Env { name, at } => std::env::var(name)
+                .map(String::into_bytes)
+                .map_err(|_| at.error(format!("environment variable {name} is not set"))),
+            SecretRef::File(file) => {
+                let mut bytes = file.read()?;
+                while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                    bytes.pop();
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    /// Where the config names it (for errors about its value).
+    pub fn origin(&self) -> &FileRef {
+        match self {
+            SecretRef::Env { at, .. } => at,
+            SecretRef::File(file) => file,
+        }
+    }
+}
+
+/// `dpop:`; every field has a default.
+#[derive(Debug, Clone)]
+pub struct DpopConfig {
+    /// The nonce secret (64 hex characters). Without it a random per-process secret is
+    /// used, and replicas then disagree on nonces.
+    pub nonce_secret: Option<SecretRef>,
+    /// Nonce rotation interval, 1s to 60s. Default 60s.
+    pub nonce_rotation: Duration,
+    /// Largest `DPoP` header accepted. Default 8 KiB.
+    pub max_proof_bytes: usize,
+    /// Most proof `jti`s remembered at once by the in-memory replay store. Default 1,000,000.
+    pub replay_capacity: u64,
+    /// Most verified access tokens cached. Default 100,000.
+    pub token_cache_capacity: u64,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            nonce_secret: None,
+            nonce_rotation: Duration::from_secs(60),
+            max_proof_bytes: 8 << 10,
+            replay_capacity: 1_000_000,
+            token_cache_capacity: 100_000,
+        }
+    }
+}
+
+/// Where a trusted issuer's token-signing keys come from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// `/.well-known/oauth-authorization-server` of the issuer, then its `jwks_uri`.
+    Discovery,
+    /// This JWKS URL.
+    JwksUri(url::Url),
+    /// A JWKS file, read at start.
+    JwksFile(FileRef),
+    /// One public key, given inline.
+    PublicKey(crate::jose::Jwk),
+    /// An HS256 shared secret.
+    Hs256(SecretRef),
+}
+
+/// One trusted authorization server.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// The exact `iss` value.
+    pub issuer: String,
+    /// Key source.
+    pub keys: KeySource,
+    /// Accepted `aud` values; empty accepts any.
+    pub audiences: Vec<String>,
+    /// Accepted token algorithms: `ES256`, `ES256K`, `HS256`.
+    pub algs: Vec<String>,
+    /// Tolerance for `exp` and `nbf`. Default 0s.
+    pub clock_skew: Duration,
+    /// How often remote keys are refetched. Default 5m.
+    pub jwks_refresh: Duration,
+    /// How long fetched keys keep serving while the issuer is unreachable. Default 24h.
+    pub max_stale: Duration,
+}
+
+/// `outbound:`: the client that fetches JWKS and metadata.
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    /// Allow loopback, private, link-local and other non-global addresses. Default false.
+    pub allow_private_addresses: bool,
+    /// Allow `http://` URLs. Default false.
+    pub allow_http: bool,
+    /// Whole-request timeout. Default 10s.
+    pub timeout: Duration,
+    /// Largest response body read. Default 512 KiB.
+    pub max_response_bytes: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            allow_private_addresses: false,
+            allow_http: false,
+            timeout: Duration::from_secs(10),
+            max_response_bytes: 512 << 10,
+        }
+    }
 }
 
 /// How the path is changed before forwarding.

@@ -91,6 +91,64 @@ pub(super) struct RawConfig {
     pub(super) upstreams: NamedMap<RawUpstream>,
     #[serde(default)]
     pub(super) routes: Vec<Spanned<RawRoute>>,
+    pub(super) dpop: Option<RawDpop>,
+    #[serde(default)]
+    pub(super) issuers: Vec<Spanned<RawIssuer>>,
+    #[serde(default)]
+    pub(super) outbound: RawOutbound,
+}
+
+/// `dpop:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDpop {
+    pub(super) nonce_secret_env: Option<Spanned<String>>,
+    pub(super) nonce_secret_file: Option<Spanned<String>>,
+    pub(super) nonce_rotation: Option<Spanned<String>>,
+    pub(super) max_proof_bytes: Option<Spanned<String>>,
+    pub(super) replay_capacity: Option<Spanned<u64>>,
+    pub(super) token_cache_capacity: Option<Spanned<u64>>,
+}
+
+/// One entry of `issuers:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIssuer {
+    pub(super) issuer: Spanned<String>,
+    #[serde(default)]
+    pub(super) discovery: Option<Spanned<bool>>,
+    pub(super) jwks_uri: Option<Spanned<String>>,
+    pub(super) jwks_file: Option<Spanned<String>>,
+    pub(super) hs256_secret_env: Option<Spanned<String>>,
+    pub(super) hs256_secret_file: Option<Spanned<String>>,
+    pub(super) public_key: Option<Spanned<RawPublicKey>>,
+    #[serde(default)]
+    pub(super) audiences: Vec<Spanned<String>>,
+    pub(super) algs: Option<Vec<Spanned<String>>>,
+    pub(super) clock_skew: Option<Spanned<String>>,
+    pub(super) jwks_refresh: Option<Spanned<String>>,
+    pub(super) max_stale: Option<Spanned<String>>,
+}
+
+/// `issuers[i].public_key:`, one key written as a JWK or as SEC1 hex.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPublicKey {
+    pub(super) alg: Option<Spanned<String>>,
+    pub(super) hex: Option<Spanned<String>>,
+    pub(super) jwk: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `outbound:`, the client for JWKS, metadata and (later) DID documents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOutbound {
+    #[serde(default)]
+    pub(super) allow_private_addresses: bool,
+    #[serde(default)]
+    pub(super) allow_http: bool,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) max_response_bytes: Option<Spanned<String>>,
 }
 
 /// `tls:` for the public listener.

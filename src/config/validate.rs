@@ -100,13 +100,18 @@ fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
     }]))
 }
 
-struct Validator<'a> {
-    origin: &'a str,
-    errors: Vec<ConfigError>,
+pub(super) struct Validator<'a> {
+    pub(super) origin: &'a str,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
-    fn error(&mut self, place: Place, field: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn error(
+        &mut self,
+        place: Place,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.errors.push(ConfigError {
             origin: self.origin.to_owned(),
             place,
@@ -116,7 +121,7 @@ impl Validator<'_> {
     }
 
     /// Runs `check` on a spanned value, recording its error at the value's place.
-    fn check<T, U>(
+    pub(super) fn check<T, U>(
         &mut self,
         value: &Spanned<T>,
         field: impl Into<String>,
@@ -134,7 +139,7 @@ impl Validator<'_> {
         }
     }
 
-    fn file(&self, value: &Spanned<String>, field: &str) -> FileRef {
+    pub(super) fn file(&self, value: &Spanned<String>, field: &str) -> FileRef {
         FileRef {
             path: PathBuf::from(&value.value),
             origin: self.origin.to_owned(),
@@ -143,7 +148,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(
+    pub(super) fn duration(
         &mut self,
         value: &Option<Spanned<String>>,
         field: &str,
@@ -276,6 +281,22 @@ impl Validator<'_> {
             );
         }
 
+        let dpop = self.dpop(raw.dpop.as_ref());
+        let issuers = self.issuers(&raw.issuers);
+        let outbound = self.outbound(&raw.outbound);
+        if issuers.is_empty()
+            && let Some((i, r)) = routes
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.auth == AuthMethod::Dpop)
+        {
+            self.error(
+                places[i],
+                format!("routes[{i}].auth"),
+                format!("route {:?} uses dpop but no issuers are configured", r.name),
+            );
+        }
+
         Config {
             listen,
             admin_listen,
@@ -287,6 +308,9 @@ impl Validator<'_> {
             log,
             upstreams,
             routes,
+            dpop,
+            issuers,
+            outbound,
         }
     }
 
@@ -419,7 +443,10 @@ impl Validator<'_> {
         });
         let auth = self.check(&raw.auth, format!("{field}.auth"), |s| match s.as_str() {
             "none" => Ok(AuthMethod::None),
-            other => Err(format!("unknown auth method {other:?} (expected: none)")),
+            "dpop" => Ok(AuthMethod::Dpop),
+            other => Err(format!(
+                "unknown auth method {other:?} (expected: none or dpop)"
+            )),
         });
         let path = path?;
         let rewrite = self.rewrite(raw, field, &path);

@@ -152,6 +152,37 @@ impl Jwk {
     }
 }
 
+/// A public JWK from a SEC1 point (compressed or not) on `P-256` or `secp256k1`.
+pub fn from_sec1(crv: &str, point: &[u8]) -> Result<Jwk, JwkError> {
+    let uncompressed: Vec<u8> = match crv {
+        "P-256" => {
+            use p256::elliptic_curve::sec1::ToEncodedPoint;
+            let key = p256::PublicKey::from_sec1_bytes(point).map_err(|_| JwkError::BadPoint)?;
+            key.to_encoded_point(false).as_bytes().to_vec()
+        }
+        "secp256k1" => {
+            let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(point)
+                .map_err(|_| JwkError::BadPoint)?;
+            key.to_encoded_point(false).as_bytes().to_vec()
+        }
+        _ => return Err(JwkError::Unsupported),
+    };
+    if uncompressed.len() != 65 {
+        return Err(JwkError::BadPoint);
+    }
+    Ok(Jwk {
+        kty: "EC".into(),
+        crv: Some(crv.into()),
+        x: Some(super::b64url(&uncompressed[1..33])),
+        y: Some(super::b64url(&uncompressed[33..])),
+        d: None,
+        kid: None,
+        use_: None,
+        key_ops: None,
+        alg: None,
+    })
+}
+
 impl PublicKey {
     /// The algorithm this key verifies.
     pub fn alg(&self) -> Alg {

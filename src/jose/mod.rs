@@ -6,6 +6,7 @@
 
 pub mod jwk;
 pub mod jws;
+pub mod sign;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

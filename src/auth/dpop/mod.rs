@@ -2,3 +2,5 @@
 //! (next) proof verification and the replay store.
 
 pub mod nonce;
+pub mod replay;
+pub mod verify;

@@ -1,0 +1,280 @@
+//! Access-token verification (ATPROTO-AUTH.md §4): signature by a trusted issuer's key,
+//! `typ`, `iss`, `exp`/`nbf`, required claims, `aud`, and `scope`. Binding to the DPoP
+//! key (`cnf.jkt`) is checked by the caller against the verified proof.
+//!
+//! Verified tokens are cached by SHA-256 of the token (the `ath` input, computed anyway)
+//! until their `exp`, so a reused token costs no second signature check.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::hmac;
+use serde_json::{Map, Value};
+
+use super::error::{AuthError, Scheme, TokenError};
+use super::issuer::{Issuer, Issuers, VerifyKey};
+use crate::jose::{Alg, jws};
+
+/// A verified access token: what atgate knows about the request's principal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    /// `iss`.
+    pub issuer: String,
+    /// `sub`: the account DID.
+    pub sub: String,
+    /// `client_id`, when present.
+    pub client_id: Option<String>,
+    /// `scope`, space separated.
+    pub scope: String,
+    /// `cnf.jkt`: the thumbprint of the key the token is bound to.
+    pub jkt: Option<String>,
+    /// `exp`, Unix seconds.
+    pub exp: u64,
+}
+
+fn token_err(scheme: Scheme, reason: TokenError) -> AuthError {
+    AuthError::Token { scheme, reason }
+}
+
+fn number(claims: &Map<String, Value>, name: &str) -> Option<f64> {
+    claims.get(name).and_then(Value::as_f64)
+}
+
+/// Whether `s` has the shape of a DID (`did:method:id`, ATPROTO-AUTH.md §11.1).
+pub fn is_did(s: &str) -> bool {
+    let mut parts = s.splitn(3, ':');
+    let (Some("did"), Some(method), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    s.len() <= 2048
+        && !method.is_empty()
+        && method.bytes().all(|b| b.is_ascii_lowercase())
+        && !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:%-".contains(&b))
+        && !id.ends_with(':')
+        && !id.ends_with('%')
+}
+
+/// Verifies a token's signature and claims at `now` (Unix seconds).
+pub async fn verify_token(
+    token: &str,
+    scheme: Scheme,
+    issuers: &Issuers,
+    now: u64,
+) -> Result<VerifiedToken, AuthError> {
+    let err = |r| token_err(scheme, r);
+    let jws = jws::parse(token).map_err(|_| err(TokenError::Malformed))?;
+    let iss = jws
+        .claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .ok_or_else(|| err(TokenError::UnknownIssuer))?;
+    let issuer = issuers
+        .get(iss)
+        .ok_or_else(|| err(TokenError::UnknownIssuer))?;
+    if !issuer.config.algs.iter().any(|a| a == &jws.header.alg) {
+        return Err(err(TokenError::Alg));
+    }
+    check_signature(issuer, &jws, scheme).await?;
+    let typ = jws.header.typ.as_deref().map(normalize_typ);
+    if typ.as_deref() != Some("at+jwt") {
+        return Err(err(TokenError::Typ));
+    }
+    let c = &jws.claims;
+    let skew = issuer.config.clock_skew.as_secs() as f64;
+    let now_f = now as f64;
+    let exp = number(c, "exp")
+        .ok_or_else(|| err(TokenError::Claim(r#""exp" claim must be a number"#)))?;
+    if exp + skew <= now_f {
+        return Err(err(TokenError::Expired));
+    }
+    if let Some(nbf) = c.get("nbf") {
+        match nbf.as_f64() {
+            Some(nbf) if nbf <= now_f + skew => {}
+            Some(_) => return Err(err(TokenError::NotYetValid)),
+            None => return Err(err(TokenError::Claim(r#""nbf" claim must be a number"#))),
+        }
+    }
+    if number(c, "iat").is_none() {
+        return Err(err(TokenError::Claim(r#""iat" claim must be a number"#)));
+    }
+    let sub = c.get("sub").and_then(Value::as_str).filter(|s| is_did(s));
+    let sub = sub.ok_or_else(|| err(TokenError::Claim(r#""sub" claim must be a DID"#)))?;
+    if !c
+        .get("jti")
+        .and_then(Value::as_str)
+        .is_some_and(|j| !j.is_empty())
+    {
+        return Err(err(TokenError::Claim(r#""jti" claim missing"#)));
+    }
+    let client_id = match c.get("client_id") {
+        None => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        Some(_) => {
+            return Err(err(TokenError::Claim(
+                r#""client_id" claim must be a string"#,
+            )));
+        }
+    };
+    let jkt = match c.get("cnf") {
+        None => None,
+        Some(cnf) => match cnf.get("jkt") {
+            Some(Value::String(j)) if !j.is_empty() => Some(j.clone()),
+            None => None,
+            Some(_) => {
+                return Err(err(TokenError::Claim(
+                    r#""cnf.jkt" claim must be a string"#,
+                )));
+            }
+        },
+    };
+    if !issuer.config.audiences.is_empty() {
+        let ok = match c.get("aud") {
+            Some(Value::String(a)) => issuer.config.audiences.contains(a),
+            Some(Value::Array(list)) => list
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|a| issuer.config.audiences.iter().any(|x| x == a)),
+            _ => false,
+        };
+        if !ok {
+            let got = match c.get("aud") {
+                Some(Value::String(a)) => a.clone(),
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                _ => String::new(),
+            };
+            return Err(err(TokenError::Audience {
+                got,
+                expected: issuer.config.audiences.join(", "),
+            }));
+        }
+    }
+    let scope = match c.get("scope") {
+        None => return Err(err(TokenError::NoScope)),
+        Some(Value::String(s)) if s.starts_with("ref:") => {
+            return Err(err(TokenError::ScopeReference));
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(err(TokenError::Claim(r#""scope" claim must be a string"#))),
+    };
+    if !scope.split(' ').any(|s| s == "atproto") {
+        return Err(err(TokenError::Scope(scope)));
+    }
+    Ok(VerifiedToken {
+        issuer: issuer.config.issuer.clone(),
+        sub: sub.to_owned(),
+        client_id,
+        scope,
+        jkt,
+        exp: exp as u64,
+    })
+}
+
+/// `typ` comparison as jose does it: lowercase, `application/` prefix dropped.
+pub fn normalize_typ(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    lower
+        .strip_prefix("application/")
+        .map(str::to_owned)
+        .unwrap_or(lower)
+}
+
+async fn check_signature(
+    issuer: &Issuer,
+    jws: &jws::Compact<'_>,
+    scheme: Scheme,
+) -> Result<(), AuthError> {
+    let unavailable = || AuthError::KeysUnavailable {
+        issuer: issuer.config.issuer.clone(),
+        cause: issuer.last_error(),
+    };
+    let alg = jws.header.alg.as_str();
+    let kid = jws.header.kid.as_deref();
+    let mut refetched = false;
+    loop {
+        let keys = issuer.current().ok_or_else(unavailable)?;
+        let mut matched = false;
+        for key in &keys.keys {
+            match key {
+                VerifyKey::Hmac(k) if alg == "HS256" => {
+                    matched = true;
+                    if hmac::verify(k, jws.signing_input.as_bytes(), &jws.signature).is_ok() {
+                        return Ok(());
+                    }
+                }
+                VerifyKey::Ec { kid: key_kid, key } => {
+                    let Some(a) = Alg::from_name(alg) else {
+                        continue;
+                    };
+                    if a != key.alg() || (kid.is_some() && key_kid.as_deref() != kid) {
+                        continue;
+                    }
+                    matched = true;
+                    if key.verify(a, jws.signing_input.as_bytes(), &jws.signature, false) {
+                        return Ok(());
+                    }
+                }
+                VerifyKey::Hmac(_) => {}
+            }
+        }
+        if matched {
+            return Err(token_err(scheme, TokenError::Signature));
+        }
+        // An unknown kid may be a key the issuer just rotated in.
+        if refetched || !issuer.refetch_for_unknown_kid().await {
+            return Err(token_err(scheme, TokenError::NoKey));
+        }
+        refetched = true;
+    }
+}
+
+/// Verified tokens by SHA-256 of the token, each kept until its `exp`.
+#[derive(Debug)]
+pub struct TokenCache {
+    cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+}
+
+struct UntilExp;
+
+impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        token: &Arc<VerifiedToken>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        Some(Duration::from_secs(token.exp.saturating_sub(now)))
+    }
+}
+
+impl TokenCache {
+    /// A cache of at most `capacity` tokens.
+    pub fn new(capacity: u64) -> TokenCache {
+        TokenCache {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(UntilExp)
+                .build(),
+        }
+    }
+
+    /// A cached token still valid at `now`.
+    pub fn get(&self, hash: &[u8; 32], now: u64) -> Option<Arc<VerifiedToken>> {
+        self.cache.get(hash).filter(|t| t.exp > now)
+    }
+
+    /// Remembers a verified token.
+    pub fn insert(&self, hash: [u8; 32], token: Arc<VerifiedToken>) {
+        self.cache.insert(hash, token);
+    }
+}

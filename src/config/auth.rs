@@ -1,0 +1,288 @@
+//! Validation of `dpop:`, `issuers:` and `outbound:`.
+
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::raw::{RawDpop, RawIssuer, RawOutbound, RawPublicKey};
+use super::validate::Validator;
+use super::{DpopConfig, IssuerConfig, KeySource, OutboundConfig, Place, SecretRef};
+use crate::jose::Jwk;
+
+const TOKEN_ALGS: [&str; 3] = ["ES256", "ES256K", "HS256"];
+
+impl Validator<'_> {
+    fn secret(
+        &mut self,
+        env: &Option<Spanned<String>>,
+        file: &Option<Spanned<String>>,
+        field: &str,
+    ) -> Option<SecretRef> {
+        match (env, file) {
+            (Some(e), None) => Some(SecretRef::Env {
+                name: e.value.clone(),
+                at: self.file(e, &format!("{field}_env")),
+            }),
+            (None, Some(f)) => Some(SecretRef::File(self.file(f, &format!("{field}_file")))),
+            (Some(_), Some(f)) => {
+                self.error(
+                    Place::of(f),
+                    format!("{field}_file"),
+                    format!("set {field}_env or {field}_file, not both"),
+                );
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn size(&mut self, value: &Option<Spanned<String>>, field: &str, default: u64) -> u64 {
+        match value {
+            Some(s) => self
+                .check(s, field, |t| super::units::parse_size(t))
+                .unwrap_or(default),
+            None => default,
+        }
+    }
+
+    pub(super) fn dpop(&mut self, raw: Option<&RawDpop>) -> DpopConfig {
+        let d = DpopConfig::default();
+        let Some(raw) = raw else { return d };
+        let rotation = self.duration(&raw.nonce_rotation, "dpop.nonce_rotation", d.nonce_rotation);
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&rotation)
+            && let Some(r) = &raw.nonce_rotation
+        {
+            self.error(
+                Place::of(r),
+                "dpop.nonce_rotation",
+                "must be between 1s and 60s",
+            );
+        }
+        let count =
+            |v: &mut Self, value: &Option<Spanned<u64>>, field: &str, default: u64| match value {
+                Some(n) => v
+                    .check(n, field, |&n| {
+                        if n == 0 {
+                            Err("must be at least 1".to_owned())
+                        } else {
+                            Ok(n)
+                        }
+                    })
+                    .unwrap_or(default),
+                None => default,
+            };
+        DpopConfig {
+            nonce_secret: self.secret(
+                &raw.nonce_secret_env,
+                &raw.nonce_secret_file,
+                "dpop.nonce_secret",
+            ),
+            nonce_rotation: rotation,
+            max_proof_bytes: self.size(
+                &raw.max_proof_bytes,
+                "dpop.max_proof_bytes",
+                d.max_proof_bytes as u64,
+            ) as usize,
+            replay_capacity: count(
+                self,
+                &raw.replay_capacity,
+                "dpop.replay_capacity",
+                d.replay_capacity,
+            ),
+            token_cache_capacity: count(
+                self,
+                &raw.token_cache_capacity,
+                "dpop.token_cache_capacity",
+                d.token_cache_capacity,
+            ),
+        }
+    }
+
+    pub(super) fn issuers(&mut self, raw: &[Spanned<RawIssuer>]) -> Vec<IssuerConfig> {
+        let mut out: Vec<IssuerConfig> = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let field = format!("issuers[{i}]");
+            if let Some(issuer) = self.issuer(&r.value, &field, Place::of(r)) {
+                if out.iter().any(|o| o.issuer == issuer.issuer) {
+                    self.error(
+                        Place::of(&r.value.issuer),
+                        format!("{field}.issuer"),
+                        "duplicate issuer",
+                    );
+                    continue;
+                }
+                out.push(issuer);
+            }
+        }
+        out
+    }
+
+    fn issuer(&mut self, raw: &RawIssuer, field: &str, place: Place) -> Option<IssuerConfig> {
+        let issuer = self.check(&raw.issuer, format!("{field}.issuer"), |s| {
+            let u = url::Url::parse(s).map_err(|e| format!("invalid issuer URL {s:?}: {e}"))?;
+            let origin_only = u.path() == "/" && !s.ends_with('/');
+            if !matches!(u.scheme(), "https" | "http") || u.query().is_some() || u.fragment().is_some() || !origin_only {
+                return Err(format!("invalid issuer {s:?} (expected an origin like https://auth.example.com, no trailing slash)"));
+            }
+            Ok(s.clone())
+        });
+        let mut sources: Vec<(KeySource, Place)> = Vec::new();
+        if let Some(d) = &raw.discovery
+            && d.value
+        {
+            sources.push((KeySource::Discovery, Place::of(d)));
+        }
+        if let Some(u) = &raw.jwks_uri
+            && let Some(url) = self.check(u, format!("{field}.jwks_uri"), |s| {
+                url::Url::parse(s)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "https" | "http"))
+                    .ok_or_else(|| format!("invalid JWKS URL {s:?}"))
+            })
+        {
+            sources.push((KeySource::JwksUri(url), Place::of(u)));
+        }
+        if let Some(f) = &raw.jwks_file {
+            sources.push((
+                KeySource::JwksFile(self.file(f, &format!("{field}.jwks_file"))),
+                Place::of(f),
+            ));
+        }
+        if let Some(secret) = self.secret(
+            &raw.hs256_secret_env,
+            &raw.hs256_secret_file,
+            &format!("{field}.hs256_secret"),
+        ) {
+            let p = secret.origin().place;
+            sources.push((KeySource::Hs256(secret), p));
+        }
+        if let Some(k) = &raw.public_key
+            && let Some(jwk) =
+                self.public_key(&k.value, &format!("{field}.public_key"), Place::of(k))
+        {
+            sources.push((KeySource::PublicKey(jwk), Place::of(k)));
+        }
+        let keys = match sources.len() {
+            1 => sources.pop().map(|(k, _)| k),
+            0 => {
+                self.error(
+                    place,
+                    field,
+                    "no key source (set one of: discovery: true, jwks_uri, jwks_file, hs256_secret_env, hs256_secret_file, public_key)",
+                );
+                None
+            }
+            _ => {
+                self.error(
+                    sources[1].1,
+                    field,
+                    "more than one key source; keep exactly one",
+                );
+                None
+            }
+        };
+        let hs256 = matches!(keys, Some(KeySource::Hs256(_)));
+        let algs = match &raw.algs {
+            Some(list) => {
+                let mut algs = Vec::new();
+                for (j, a) in list.iter().enumerate() {
+                    if let Some(alg) = self.check(a, format!("{field}.algs[{j}]"), |s| {
+                        if !TOKEN_ALGS.contains(&s.as_str()) {
+                            Err(format!(
+                                "unsupported alg {s:?} (expected ES256, ES256K or HS256)"
+                            ))
+                        } else if (s == "HS256") != hs256 {
+                            Err("HS256 goes with an hs256_secret, and only HS256 does".to_owned())
+                        } else {
+                            Ok(s.clone())
+                        }
+                    }) {
+                        algs.push(alg);
+                    }
+                }
+                algs
+            }
+            None if hs256 => vec!["HS256".to_owned()],
+            None => vec!["ES256".to_owned(), "ES256K".to_owned()],
+        };
+        let audiences = raw.audiences.iter().map(|a| a.value.clone()).collect();
+        Some(IssuerConfig {
+            issuer: issuer?,
+            keys: keys?,
+            audiences,
+            algs,
+            clock_skew: match &raw.clock_skew {
+                Some(v) if v.value == "0s" => Duration::ZERO,
+                other => self.duration(other, &format!("{field}.clock_skew"), Duration::ZERO),
+            },
+            jwks_refresh: self.duration(
+                &raw.jwks_refresh,
+                &format!("{field}.jwks_refresh"),
+                Duration::from_secs(300),
+            ),
+            max_stale: self.duration(
+                &raw.max_stale,
+                &format!("{field}.max_stale"),
+                Duration::from_secs(86_400),
+            ),
+        })
+    }
+
+    fn public_key(&mut self, raw: &RawPublicKey, field: &str, place: Place) -> Option<Jwk> {
+        let jwk = match (&raw.jwk, &raw.hex, &raw.alg) {
+            (Some(map), None, None) => {
+                let value = serde_json::to_value(map).ok()?;
+                Jwk::from_value(&value).ok()
+            }
+            (None, Some(hex), Some(alg)) => self.check(hex, format!("{field}.hex"), |h| {
+                let crv = match alg.value.as_str() {
+                    "ES256" => "P-256",
+                    "ES256K" => "secp256k1",
+                    other => {
+                        return Err(format!(
+                            "unsupported alg {other:?} (expected ES256 or ES256K)"
+                        ));
+                    }
+                };
+                crate::jose::jwk::from_sec1(crv, &decode_hex(h).ok_or("invalid hex")?)
+                    .map_err(|e| e.to_string())
+            }),
+            _ => {
+                self.error(place, field, "expected either jwk: {...} or alg + hex");
+                return None;
+            }
+        };
+        match jwk {
+            Some(jwk) if jwk.public_key().is_ok() => Some(jwk),
+            Some(_) | None => {
+                self.error(place, field, "not a usable P-256 or secp256k1 public key");
+                None
+            }
+        }
+    }
+
+    pub(super) fn outbound(&mut self, raw: &RawOutbound) -> OutboundConfig {
+        let d = OutboundConfig::default();
+        OutboundConfig {
+            allow_private_addresses: raw.allow_private_addresses,
+            allow_http: raw.allow_http,
+            timeout: self.duration(&raw.timeout, "outbound.timeout", d.timeout),
+            max_response_bytes: self.size(
+                &raw.max_response_bytes,
+                "outbound.max_response_bytes",
+                d.max_response_bytes,
+            ),
+        }
+    }
+}
+
+/// Lower- or upper-case hex to bytes.
+pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
