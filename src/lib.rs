@@ -20,6 +20,7 @@ pub mod router;
 pub mod server;
 pub mod stack;
 pub mod state;
+pub mod tools;
 
 /// The version reported by `atgate --version` and the `atgate_build_info` metric.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -32,6 +32,34 @@ enum Command {
         #[arg(long, short, default_value = "config/atgate.yaml")]
         config: PathBuf,
     },
+    /// Generate an ES256 key pair: the private JWK on stdout, its thumbprint on stderr.
+    Keygen,
+    /// Make one DPoP request (signing the proof, retrying once for a server nonce).
+    Curl {
+        /// The URL.
+        url: String,
+        /// Private JWK file of the DPoP key (from `atgate keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The access token (or use --token-file).
+        #[arg(long, conflicts_with = "token_file")]
+        token: Option<String>,
+        /// A file holding the access token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The method.
+        #[arg(short = 'X', long, default_value = "GET")]
+        request: String,
+        /// A request body.
+        #[arg(short, long)]
+        data: Option<String>,
+        /// Extra header, `Name: value` (repeatable).
+        #[arg(short = 'H', long)]
+        header: Vec<String>,
+        /// Print the status line and response headers too.
+        #[arg(short, long)]
+        include: bool,
+    },
     /// Run the gateway on an embedded config in front of a built-in echo upstream.
     Demo {
         /// Make one request through the gateway, print it, and exit 0 only if it worked.
@@ -113,6 +141,28 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Command::Keygen => {
+            let key = atgate::jose::sign::SigningKey::generate();
+            println!("{}", key.private_jwk());
+            eprintln!("jkt (RFC 7638 thumbprint): {}", key.thumbprint());
+            ExitCode::SUCCESS
+        }
+        Command::Curl {
+            url,
+            key,
+            token,
+            token_file,
+            request,
+            data,
+            header,
+            include,
+        } => match curl(url, key, token, token_file, request, data, header, include) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("atgate curl: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Demo { once } => {
             let level = if once { "warn" } else { "info" };
             init_logs(&LogConfig {
@@ -129,4 +179,63 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn curl(
+    url: String,
+    key: PathBuf,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    method: String,
+    data: Option<String>,
+    headers: Vec<String>,
+    include: bool,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let jwk: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
+    )
+    .context("the key file is not JSON")?;
+    let key = atgate::jose::sign::SigningKey::from_jwk(&jwk)?;
+    let token = match (token, token_file) {
+        (Some(t), _) => t,
+        (None, Some(f)) => std::fs::read_to_string(&f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => anyhow::bail!("give --token or --token-file"),
+    };
+    let mut extra = Vec::new();
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .context("headers are written `Name: value`")?;
+        extra.push((
+            http::HeaderName::try_from(name.trim())?,
+            http::HeaderValue::try_from(value.trim())?,
+        ));
+    }
+    let req = atgate::tools::curl::CurlRequest {
+        method: http::Method::from_bytes(method.as_bytes())?,
+        url,
+        token,
+        signer: atgate::tools::DpopSigner { key },
+        body: data.map(bytes::Bytes::from),
+        headers: extra,
+    };
+    let res = runtime().block_on(atgate::tools::curl::send(&req))?;
+    if include {
+        println!("{} (attempts: {})", res.status, res.attempts);
+        for (k, v) in &res.headers {
+            println!("{k}: {}", String::from_utf8_lossy(v.as_bytes()));
+        }
+        println!();
+    }
+    println!("{}", String::from_utf8_lossy(&res.body));
+    Ok(if res.status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

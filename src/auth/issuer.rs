@@ -33,7 +33,7 @@ pub enum VerifyKey {
         key: PublicKey,
     },
     /// An HS256 shared secret.
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
 }
 
 /// Keys of one issuer at one moment.
@@ -114,7 +114,10 @@ impl Issuer {
                 }
                 (
                     Some(KeySet {
-                        keys: vec![VerifyKey::Hmac(hmac::Key::new(hmac::HMAC_SHA256, &bytes))],
+                        keys: vec![VerifyKey::Hmac(Box::new(hmac::Key::new(
+                            hmac::HMAC_SHA256,
+                            &bytes,
+                        )))],
                         fetched_at: None,
                     }),
                     None,

@@ -102,10 +102,9 @@ pub async fn verify_token(
     }
     let sub = c.get("sub").and_then(Value::as_str).filter(|s| is_did(s));
     let sub = sub.ok_or_else(|| err(TokenError::Claim(r#""sub" claim must be a DID"#)))?;
-    if !c
-        .get("jti")
+    if c.get("jti")
         .and_then(Value::as_str)
-        .is_some_and(|j| !j.is_empty())
+        .is_none_or(str::is_empty)
     {
         return Err(err(TokenError::Claim(r#""jti" claim missing"#)));
     }
@@ -198,7 +197,15 @@ async fn check_signature(
     let kid = jws.header.kid.as_deref();
     let mut refetched = false;
     loop {
-        let keys = issuer.current().ok_or_else(unavailable)?;
+        let keys = match issuer.current() {
+            Some(keys) => keys,
+            // Not fetched yet (or stale): one coalesced, rate-limited fetch, then give up.
+            None if !refetched && issuer.refetch_for_unknown_kid().await => {
+                refetched = true;
+                continue;
+            }
+            None => return Err(unavailable()),
+        };
         let mut matched = false;
         for key in &keys.keys {
             match key {

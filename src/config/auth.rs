@@ -278,7 +278,7 @@ impl Validator<'_> {
 
 /// Lower- or upper-case hex to bytes.
 pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
