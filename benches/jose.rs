@@ -15,26 +15,13 @@ fn verify(c: &mut Criterion) {
     let token = jws::parse(TOKEN).unwrap();
     let mut g = c.benchmark_group("jose");
     g.bench_function("es256_verify", |b| {
-        b.iter(|| {
-            assert!(key.verify(
-                Alg::Es256,
-                black_box(token.signing_input.as_bytes()),
-                &token.signature,
-                false
-            ))
-        })
+        b.iter(|| assert!(key.verify(Alg::Es256, black_box(token.signing_input.as_bytes()), &token.signature, false)))
     });
-    g.bench_function("jws_parse", |b| {
-        b.iter(|| jws::parse(black_box(TOKEN)).unwrap())
-    });
-    g.bench_function("jwk_thumbprint", |b| {
-        b.iter(|| black_box(&jwk).thumbprint().unwrap())
-    });
+    g.bench_function("jws_parse", |b| b.iter(|| jws::parse(black_box(TOKEN)).unwrap()));
+    g.bench_function("jwk_thumbprint", |b| b.iter(|| black_box(&jwk).thumbprint().unwrap()));
     let nonces = Nonces::new(&[1u8; 32], DEFAULT_ROTATION);
     let nonce = nonces.current(1_767_225_600_000);
-    g.bench_function("nonce_check", |b| {
-        b.iter(|| assert!(nonces.is_valid(black_box(&nonce), 1_767_225_600_000)))
-    });
+    g.bench_function("nonce_check", |b| b.iter(|| assert!(nonces.is_valid(black_box(&nonce), 1_767_225_600_000))));
     g.finish();
 }
 

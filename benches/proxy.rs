@@ -21,33 +21,13 @@ fn route_matching(c: &mut Criterion) {
     let table = &runtime.routes;
     let mut g = c.benchmark_group("router");
     g.bench_function("lookup_glob", |b| {
-        b.iter(|| {
-            table
-                .lookup(
-                    None,
-                    black_box("/xrpc/app.bsky.feed.getTimeline"),
-                    &Method::GET,
-                )
-                .unwrap()
-        })
+        b.iter(|| table.lookup(None, black_box("/xrpc/app.bsky.feed.getTimeline"), &Method::GET).unwrap())
     });
     g.bench_function("lookup_fallthrough", |b| {
-        b.iter(|| {
-            table
-                .lookup(
-                    Some("other.example"),
-                    black_box("/some/deep/path"),
-                    &Method::POST,
-                )
-                .unwrap()
-        })
+        b.iter(|| table.lookup(Some("other.example"), black_box("/some/deep/path"), &Method::POST).unwrap())
     });
-    g.bench_function("normalize_clean", |b| {
-        b.iter(|| normalize(black_box("/xrpc/com.example.getThing")).unwrap())
-    });
-    g.bench_function("normalize_dots", |b| {
-        b.iter(|| normalize(black_box("/a//b/./c/../d")).unwrap())
-    });
+    g.bench_function("normalize_clean", |b| b.iter(|| normalize(black_box("/xrpc/com.example.getThing")).unwrap()));
+    g.bench_function("normalize_dots", |b| b.iter(|| normalize(black_box("/a//b/./c/../d")).unwrap()));
     g.finish();
 }
 
@@ -58,12 +38,9 @@ async fn upstream() -> SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req| async {
-                    Ok::<_, Infallible>(Response::new(body::full("ok")))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let svc =
+                    hyper::service::service_fn(|_req| async { Ok::<_, Infallible>(Response::new(body::full("ok"))) });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
             });
         }
     });
@@ -71,11 +48,7 @@ async fn upstream() -> SocketAddr {
 }
 
 fn round_trip(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (direct, gateway) = rt.block_on(async {
         let up = upstream().await;
         let text = format!(
@@ -89,9 +62,7 @@ fn round_trip(c: &mut Criterion) {
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build_http();
     let mut g = c.benchmark_group("round_trip");
     for (name, addr) in [("direct", direct), ("through_atgate", gateway)] {
-        let url: http::Uri = format!("http://{addr}/xrpc/com.example.getThing")
-            .parse()
-            .unwrap();
+        let url: http::Uri = format!("http://{addr}/xrpc/com.example.getThing").parse().unwrap();
         g.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 let req = Request::get(url.clone()).body(body::empty()).unwrap();

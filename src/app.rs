@@ -52,32 +52,18 @@ impl Gateway {
         let runtime = Runtime::build(config)?;
         let config = runtime.config.clone();
         let certs = config.tls.clone().map(CertStore::load).transpose()?;
-        let acceptor = certs
-            .as_ref()
-            .map(|c| tokio_rustls::TlsAcceptor::from(c.server_config()));
+        let acceptor = certs.as_ref().map(|c| tokio_rustls::TlsAcceptor::from(c.server_config()));
 
         let mut listeners = Vec::with_capacity(config.listen.len());
         for &addr in &config.listen {
-            let tcp = server::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })?;
-            listeners.push(Listener {
-                tcp,
-                tls: acceptor.clone(),
-            });
+            let tcp = server::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+            listeners.push(Listener { tcp, tls: acceptor.clone() });
         }
         let admin = match config.admin_listen {
-            Some(addr) => Some(
-                server::bind(addr)
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?,
-            ),
+            Some(addr) => Some(server::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?),
             None => None,
         };
-        let addrs: Vec<SocketAddr> = listeners
-            .iter()
-            .filter_map(|l| l.tcp.local_addr().ok())
-            .collect();
+        let addrs: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.tcp.local_addr().ok()).collect();
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
 
         if let Some(dpop) = &runtime.dpop {
@@ -111,21 +97,8 @@ impl Gateway {
             tracing::info!(addr = %addr, "admin listening");
         }
 
-        let drained = tokio::spawn(drain(
-            shared.clone(),
-            stop_rx,
-            loops,
-            graceful,
-            config.limits.shutdown_timeout,
-        ));
-        Ok(Gateway {
-            shared,
-            addrs,
-            admin_addr,
-            certs,
-            stop,
-            drained,
-        })
+        let drained = tokio::spawn(drain(shared.clone(), stop_rx, loops, graceful, config.limits.shutdown_timeout));
+        Ok(Gateway { shared, addrs, admin_addr, certs, stop, drained })
     }
 
     /// Where the public listeners are bound (ports resolved).
@@ -206,10 +179,7 @@ pub async fn run(path: &Path) -> Result<(), StartError> {
 /// Waits for signals, then shuts the gateway down gracefully.
 pub async fn serve_until_signal(gateway: Gateway) -> bool {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
         tracing::error!("cannot install signal handlers");
         gateway.shutdown();
         return gateway.wait().await;

@@ -12,16 +12,11 @@ pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The future every pipeline stage returns: rejections are `Ok` responses, so the
 /// error type is `Infallible`.
-pub type HttpFuture = futures_util::future::BoxFuture<
-    'static,
-    Result<http::Response<Body>, std::convert::Infallible>,
->;
+pub type HttpFuture = futures_util::future::BoxFuture<'static, Result<http::Response<Body>, std::convert::Infallible>>;
 
 /// A body of known bytes.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// An empty body.

@@ -13,8 +13,14 @@ use tokio::net::TcpListener;
 use crate::app::{Gateway, StartError, serve_until_signal};
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::jose::sign::SigningKey;
+use crate::tools::DpopSigner;
+use crate::tools::curl::CurlRequest;
+use crate::tools::dev_issuer::DevIssuer;
+use std::time::Duration;
 
-/// The demo's embedded config, with `{{LISTEN}}`, `{{ADMIN}}` and `{{ECHO}}` to fill in.
+/// The demo's embedded config, with `{{LISTEN}}`, `{{ADMIN}}`, `{{ECHO}}` and `{{ISSUER}}`
+/// to fill in.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.yaml");
 
 /// Starts an upstream on `addr` that answers every request with a JSON description of
@@ -59,19 +65,20 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         "body_bytes": length,
     });
     let mut res = Response::new(body::full(json.to_string()));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     Ok(res)
 }
 
+/// The DID the demo's tokens are issued for.
+pub const DEMO_DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+
 /// The demo config for the given addresses.
-pub fn config(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> Config {
+pub fn config(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, issuer: &str) -> Config {
     let text = DEMO_CONFIG
         .replace("{{LISTEN}}", &listen.to_string())
         .replace("{{ADMIN}}", &admin.to_string())
-        .replace("{{ECHO}}", &echo.to_string());
+        .replace("{{ECHO}}", &echo.to_string())
+        .replace("{{ISSUER}}", issuer);
     Config::parse(&text, "<demo>").expect("the embedded demo config is valid")
 }
 
@@ -94,11 +101,61 @@ pub struct OnceReport {
     pub failures: Vec<String>,
 }
 
+/// A DPoP key and a token bound to it, minted by the dev issuer for [`DEMO_DID`].
+pub fn demo_credentials(issuer: &DevIssuer) -> (SigningKey, String) {
+    let key = SigningKey::generate();
+    let token = issuer.mint(
+        DEMO_DID,
+        &key.thumbprint(),
+        "atproto transition:generic",
+        "did:web:localhost",
+        Duration::from_secs(3600),
+    );
+    (key, token)
+}
+
+/// Makes a real DPoP request through the gateway (nonce retry included) and checks that
+/// the DID arrived at the upstream.
+pub async fn once_dpop(gateway: &Gateway, issuer: &DevIssuer) -> OnceReport {
+    let (key, token) = demo_credentials(issuer);
+    let req = CurlRequest {
+        method: http::Method::GET,
+        url: format!("http://{}/oauth/xrpc/com.example.getThing", gateway.addrs()[0]),
+        token,
+        signer: DpopSigner { key },
+        body: None,
+        headers: Vec::new(),
+    };
+    let mut failures = Vec::new();
+    let (status, echoed) = match crate::tools::curl::send(&req).await {
+        Ok(res) => {
+            if res.attempts != 2 {
+                failures.push("the gateway did not ask for a DPoP nonce first".into());
+            }
+            (res.status, serde_json::from_slice(&res.body).unwrap_or(serde_json::Value::Null))
+        }
+        Err(e) => {
+            failures.push(e.to_string());
+            (http::StatusCode::BAD_GATEWAY, serde_json::Value::Null)
+        }
+    };
+    if status != http::StatusCode::OK {
+        failures.push(format!("DPoP request: status {status}, expected 200"));
+    }
+    let seen = &echoed["headers"];
+    if seen["x-atproto-did"] != DEMO_DID || seen["x-atproto-auth"] != "oauth" {
+        failures.push("the DID did not arrive at the upstream".into());
+    }
+    if !seen["authorization"].is_null() || !seen["dpop"].is_null() {
+        failures.push("credentials reached the upstream".into());
+    }
+    OnceReport { status, echoed, failures }
+}
+
 /// Sends one real request through the gateway and checks what the upstream saw.
 pub async fn once(gateway: &Gateway) -> OnceReport {
     let addr = gateway.addrs()[0];
-    let client =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Body>();
     let req = Request::get(format!("http://{addr}/demo/hello?who=world"))
         .header("x-atproto-did", "did:plc:spoofedbytheclient")
         .header("X_Atproto_Did", "did:plc:spoofedbytheclient")
@@ -110,16 +167,8 @@ pub async fn once(gateway: &Gateway) -> OnceReport {
     let (status, echoed) = match client.request(req).await {
         Ok(res) => {
             let status = res.status();
-            let bytes = res
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            (
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-            )
+            let bytes = res.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
         }
         Err(e) => {
             failures.push(format!("request failed: {e}"));
@@ -141,67 +190,68 @@ pub async fn once(gateway: &Gateway) -> OnceReport {
     if seen["x-forwarded-for"] != "127.0.0.1" || seen["x-request-id"].is_null() {
         failures.push("x-forwarded-for or x-request-id missing upstream".into());
     }
-    OnceReport {
-        status,
-        echoed,
-        failures,
-    }
+    OnceReport { status, echoed, failures }
 }
 
-/// Runs the demo. With `once`, makes one request, prints it and returns whether it worked.
+/// Runs the demo. With `once`, makes one public and one DPoP request, prints them and
+/// returns whether both worked.
 pub async fn run(once_only: bool) -> Result<bool, StartError> {
     let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    let echo = spawn_echo(loopback(0))
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: loopback(0),
-            source,
-        })?;
+    let bind_error = |source| StartError::Bind { addr: loopback(0), source };
+    let echo = spawn_echo(loopback(0)).await.map_err(bind_error)?;
+    let issuer = DevIssuer::spawn(loopback(0)).await.map_err(bind_error)?;
     let (listen, admin) = if once_only {
         (loopback(0), loopback(0))
     } else {
-        (
-            free_or_ephemeral(loopback(8080)),
-            free_or_ephemeral(loopback(9090)),
-        )
+        (free_or_ephemeral(loopback(8080)), free_or_ephemeral(loopback(9090)))
     };
-    let gateway = Gateway::start(config(listen, admin, echo)).await?;
+    let gateway = Gateway::start(config(listen, admin, echo, issuer.issuer())).await?;
     let addr = gateway.addrs()[0];
     let admin = gateway.admin_addr().unwrap_or(admin);
     if once_only {
-        let report = once(&gateway).await;
-        println!(
-            "GET http://{addr}/demo/hello?who=world -> {}",
-            report.status
-        );
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report.echoed).unwrap_or_default()
-        );
-        for f in &report.failures {
+        let public = once(&gateway).await;
+        println!("GET http://{addr}/demo/hello?who=world -> {}", public.status);
+        println!("{}", serde_json::to_string_pretty(&public.echoed).unwrap_or_default());
+        let dpop = once_dpop(&gateway, &issuer).await;
+        println!("DPoP GET http://{addr}/oauth/xrpc/com.example.getThing -> {}", dpop.status);
+        println!("{}", serde_json::to_string_pretty(&dpop.echoed).unwrap_or_default());
+        let failures: Vec<&String> = public.failures.iter().chain(&dpop.failures).collect();
+        for f in &failures {
             println!("FAILED: {f}");
         }
-        if report.failures.is_empty() {
-            println!(
-                "demo ok: the request passed through atgate; spoofed identity and hop-by-hop headers were stripped"
-            );
+        if failures.is_empty() {
+            println!("demo ok: a public request passed with spoofed identity and hop-by-hop headers stripped;");
+            println!("a DPoP request passed after the nonce challenge, and {DEMO_DID} arrived at the upstream");
         }
         gateway.shutdown();
         gateway.wait().await;
-        return Ok(report.failures.is_empty());
+        return Ok(failures.is_empty());
     }
-    println!(
-        "atgate demo: gateway on http://{addr}, echo upstream on http://{echo}, admin on http://{admin}"
-    );
+
+    let (key, token) = demo_credentials(&issuer);
+    let dir = std::env::temp_dir().join(format!("atgate-demo-{}", std::process::id()));
+    let (key_file, token_file) = (dir.join("key.json"), dir.join("token"));
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&key_file, key.private_jwk().to_string()))
+        .and_then(|()| std::fs::write(&token_file, &token));
+    if let Err(e) = written {
+        eprintln!("cannot write the demo key and token to {}: {e}", dir.display());
+    }
+    println!("atgate demo: gateway on http://{addr}, admin on http://{admin}");
+    println!("echo upstream on http://{echo}, dev authorization server {}", issuer.issuer());
     println!();
+    println!("  curl -s 'http://{addr}/demo/hello?who=world'                  # public route, echoed back");
+    println!("  curl -s -H 'x-atproto-did: did:plc:evil' http://{addr}/demo/x  # spoofed header never arrives");
+    println!("  curl -s http://{addr}/nowhere                                  # 404, JSON body");
+    println!("  curl -si http://{addr}/oauth/x                                 # 401 with a DPoP challenge");
+    println!("  curl -s http://{admin}/metrics                                 # Prometheus metrics");
+    println!();
+    println!("A DPoP request with a demo key and a token from the dev issuer (the DID arrives upstream):");
     println!(
-        "  curl -s http://{addr}/demo/hello?who=world              # public route, echoed back"
+        "  cargo run --release -- curl -i --key {} --token-file {} http://{addr}/oauth/xrpc/com.example.getThing",
+        key_file.display(),
+        token_file.display()
     );
-    println!(
-        "  curl -s -H 'x-atproto-did: did:plc:evil' http://{addr}/demo/x   # spoofed header never arrives"
-    );
-    println!("  curl -s http://{addr}/nowhere                          # 404, JSON body");
-    println!("  curl -s http://{admin}/metrics                          # Prometheus metrics");
     println!();
     println!("Ctrl-C stops it.");
     Ok(serve_until_signal(gateway).await)

@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use atgate::config::{Config, LogConfig};
 
 #[derive(Parser)]
-#[command(
-    name = "atgate",
-    version,
-    about = "An authenticating reverse proxy for the atproto ecosystem"
-)]
+#[command(name = "atgate", version, about = "An authenticating reverse proxy for the atproto ecosystem")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,49 +68,32 @@ fn init_logs(log: &LogConfig) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if log.json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
     } else {
         builder.compact().init();
     }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the tokio runtime")
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime")
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => {
-            match Config::load(&config).and_then(atgate::state::Runtime::build) {
-                Ok(runtime) => {
-                    let c = &runtime.config;
-                    println!(
-                        "{}: ok ({} routes, {} upstreams)",
-                        config.display(),
-                        c.routes.len(),
-                        c.upstreams.len()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    ExitCode::FAILURE
-                }
+        Command::Check { config } => match Config::load(&config).and_then(atgate::state::Runtime::build) {
+            Ok(runtime) => {
+                let c = &runtime.config;
+                println!("{}: ok ({} routes, {} upstreams)", config.display(), c.routes.len(), c.upstreams.len());
+                ExitCode::SUCCESS
             }
-        }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config: path } => {
             let config = match Config::load(&path) {
                 Ok(c) => c,
@@ -147,28 +126,18 @@ fn main() -> ExitCode {
             eprintln!("jkt (RFC 7638 thumbprint): {}", key.thumbprint());
             ExitCode::SUCCESS
         }
-        Command::Curl {
-            url,
-            key,
-            token,
-            token_file,
-            request,
-            data,
-            header,
-            include,
-        } => match curl(url, key, token, token_file, request, data, header, include) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("atgate curl: {e}");
-                ExitCode::FAILURE
+        Command::Curl { url, key, token, token_file, request, data, header, include } => {
+            match curl(url, key, token, token_file, request, data, header, include) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("atgate curl: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Command::Demo { once } => {
             let level = if once { "warn" } else { "info" };
-            init_logs(&LogConfig {
-                level: level.into(),
-                json: false,
-            });
+            init_logs(&LogConfig { level: level.into(), json: false });
             match runtime().block_on(atgate::demo::run(once)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,
@@ -193,28 +162,21 @@ fn curl(
     include: bool,
 ) -> anyhow::Result<ExitCode> {
     use anyhow::Context as _;
-    let jwk: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?,
-    )
-    .context("the key file is not JSON")?;
+    let jwk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?)
+            .context("the key file is not JSON")?;
     let key = atgate::jose::sign::SigningKey::from_jwk(&jwk)?;
     let token = match (token, token_file) {
         (Some(t), _) => t,
-        (None, Some(f)) => std::fs::read_to_string(&f)
-            .with_context(|| format!("reading {}", f.display()))?
-            .trim()
-            .to_owned(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?.trim().to_owned()
+        }
         (None, None) => anyhow::bail!("give --token or --token-file"),
     };
     let mut extra = Vec::new();
     for h in headers {
-        let (name, value) = h
-            .split_once(':')
-            .context("headers are written `Name: value`")?;
-        extra.push((
-            http::HeaderName::try_from(name.trim())?,
-            http::HeaderValue::try_from(value.trim())?,
-        ));
+        let (name, value) = h.split_once(':').context("headers are written `Name: value`")?;
+        extra.push((http::HeaderName::try_from(name.trim())?, http::HeaderValue::try_from(value.trim())?));
     }
     let req = atgate::tools::curl::CurlRequest {
         method: http::Method::from_bytes(method.as_bytes())?,
@@ -233,9 +195,5 @@ fn curl(
         println!();
     }
     println!("{}", String::from_utf8_lossy(&res.body));
-    Ok(if res.status.is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if res.status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -32,10 +32,7 @@ pub fn reject(error: &impl Reject) -> Response<Body> {
     let mut res = Response::new(body::full(json.to_string()));
     *res.status_mut() = error.status();
     let headers = res.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     error.headers(headers);
     res.extensions_mut().insert(Outcome(error.reason()));

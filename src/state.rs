@@ -49,15 +49,11 @@ impl DpopState {
         let secret = match &config.nonce_secret {
             Some(secret) => {
                 let text = secret.read()?;
-                let bytes = std::str::from_utf8(&text)
-                    .ok()
-                    .and_then(crate::config::decode_hex);
+                let bytes = std::str::from_utf8(&text).ok().and_then(crate::config::decode_hex);
                 match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
                     Some(b) => b,
                     None => {
-                        return Err(secret
-                            .origin()
-                            .error("nonce secret must be 64 hex characters (32 bytes)".into()));
+                        return Err(secret.origin().error("nonce secret must be 64 hex characters (32 bytes)".into()));
                     }
                 }
             }
@@ -100,8 +96,8 @@ impl Runtime {
         }
         let outbound = Outbound::new(config.outbound.clone());
         let dpop = if config.routes.iter().any(|r| r.auth == AuthMethod::Dpop) {
-            let built = Issuers::new(&config.issuers, &outbound)
-                .and_then(|issuers| DpopState::build(&config.dpop, issuers));
+            let built =
+                Issuers::new(&config.issuers, &outbound).and_then(|issuers| DpopState::build(&config.dpop, issuers));
             match built {
                 Ok(d) => Some(d),
                 Err(e) => return Err(ConfigErrors(vec![e])),
@@ -109,18 +105,8 @@ impl Runtime {
         } else {
             None
         };
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| Arc::new(Route::new(r, upstreams[r.upstream].clone())))
-            .collect();
-        Ok(Runtime {
-            routes: RouteTable::new(routes),
-            upstreams,
-            outbound,
-            dpop,
-            config: Arc::new(config),
-        })
+        let routes = config.routes.iter().map(|r| Arc::new(Route::new(r, upstreams[r.upstream].clone()))).collect();
+        Ok(Runtime { routes: RouteTable::new(routes), upstreams, outbound, dpop, config: Arc::new(config) })
     }
 }
 
@@ -154,13 +140,7 @@ impl Shared {
 
     /// Whether `/readyz` says ready: serving, and every issuer's keys fetched once.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-            && self
-                .runtime
-                .load()
-                .dpop
-                .as_ref()
-                .is_none_or(|d| d.issuers.all_loaded())
+        self.ready.load(Ordering::Acquire) && self.runtime.load().dpop.as_ref().is_none_or(|d| d.issuers.all_loaded())
     }
 
     /// Marks ready (listeners bound) or not (draining).

@@ -16,19 +16,9 @@ fn atgate() -> Command {
 
 #[test]
 fn example_config_passes_check() {
-    let out = atgate()
-        .args(["check", "--config", "config/atgate.yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "config/atgate.yaml: ok (5 routes, 2 upstreams)\n"
-    );
+    let out = atgate().args(["check", "--config", "config/atgate.yaml"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "config/atgate.yaml: ok (5 routes, 2 upstreams)\n");
 }
 
 #[test]
@@ -42,17 +32,9 @@ fn invalid_configs_fail_check_with_exact_errors() {
         }
         let name = path.file_name().unwrap().to_str().unwrap();
         let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
-        let out = atgate()
-            .current_dir(dir)
-            .args(["check", "--config", name])
-            .output()
-            .unwrap();
+        let out = atgate().current_dir(dir).args(["check", "--config", name]).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{name} should fail check");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stderr),
-            expected,
-            "errors for {name}"
-        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), expected, "errors for {name}");
         seen += 1;
     }
     assert!(seen >= 10, "only {seen} invalid configs");
@@ -62,22 +44,17 @@ fn invalid_configs_fail_check_with_exact_errors() {
 fn demo_once_works() {
     let out = atgate().args(["demo", "--once"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("-> 200 OK"), "{stdout}");
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("/demo/hello?who=world -> 200 OK"), "{stdout}");
+    assert!(stdout.contains("DPoP GET"), "{stdout}");
+    assert!(stdout.contains(r#""x-atproto-did": "did:plc:ewvi7nxzyoun6zhxrhs64oiz""#), "{stdout}");
     assert!(stdout.contains("demo ok"), "{stdout}");
 }
 
 #[test]
 fn version_flag() {
     let out = atgate().arg("--version").output().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("atgate {}\n", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("atgate {}\n", env!("CARGO_PKG_VERSION")));
 }
 
 /// `atgate run`, a request in flight, SIGTERM: the request completes, the process exits 0,
@@ -110,24 +87,11 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     };
     let url = format!("http://{addr}/secret-path?token=hidden");
     let req = tokio::spawn(async move {
-        send(
-            &client(),
-            get(
-                url,
-                &[
-                    ("authorization", "Bearer sekrit-token"),
-                    ("cookie", "session=sekrit"),
-                ],
-            ),
-        )
-        .await
+        send(&client(), get(url, &[("authorization", "Bearer sekrit-token"), ("cookie", "session=sekrit")])).await
     });
     tokio::time::sleep(Duration::from_millis(250)).await;
     let started = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let (res, body) = req.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
@@ -136,18 +100,60 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     assert!(status.success(), "exit status {status}");
     assert!(started.elapsed() < Duration::from_secs(10));
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    let access = rest
-        .iter()
-        .find(|l| l.contains("atgate::access"))
-        .unwrap_or_else(|| panic!("no access log line in {rest:?}"));
+    let access =
+        rest.iter().find(|l| l.contains("atgate::access")).unwrap_or_else(|| panic!("no access log line in {rest:?}"));
     let v: serde_json::Value = serde_json::from_str(access).unwrap();
     assert_eq!(v["path"], "/secret-path");
     assert_eq!(v["status"], 200);
     assert_eq!(v["route"], "all");
     let all = rest.join("\n");
-    assert!(
-        !all.contains("sekrit") && !all.contains("hidden"),
-        "a secret was logged:\n{all}"
-    );
+    assert!(!all.contains("sekrit") && !all.contains("hidden"), "a secret was logged:\n{all}");
     assert!(all.contains("drained"), "{all}");
+}
+
+#[test]
+fn keygen_prints_a_private_jwk() {
+    let out = atgate().arg("keygen").output().unwrap();
+    assert!(out.status.success());
+    let jwk: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let key = atgate::jose::sign::SigningKey::from_jwk(&jwk).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&key.thumbprint()), "{stderr}");
+}
+
+/// `atgate curl` against a gateway with the dev issuer: the nonce retry happens and the
+/// DID reaches the upstream.
+#[tokio::test]
+async fn curl_makes_a_dpop_request_with_the_nonce_retry() {
+    use atgate::tools::dev_issuer::DevIssuer;
+    let up = echo_upstream().await;
+    let issuer = DevIssuer::spawn(loopback()).await.unwrap();
+    let top = format!(
+        "outbound: {{ allow_private_addresses: true, allow_http: true }}\nissuers:\n  - {{ issuer: \"{}\", discovery: true }}",
+        issuer.issuer()
+    );
+    let config = config_with(&top, &[("up", up)], "  - { name: api, match: { path: / }, upstream: up, auth: dpop }\n");
+    let gw = atgate::app::Gateway::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = atgate().arg("keygen").output().unwrap();
+    std::fs::write(dir.path().join("key.json"), &keygen.stdout).unwrap();
+    let key = atgate::jose::sign::SigningKey::from_jwk(&serde_json::from_slice(&keygen.stdout).unwrap()).unwrap();
+    let token = issuer.mint(
+        "did:plc:ewvi7nxzyoun6zhxrhs64oiz",
+        &key.thumbprint(),
+        "atproto",
+        "did:web:x",
+        Duration::from_secs(60),
+    );
+    let url = format!("http://{}/xrpc/com.example.getThing", gw.addrs()[0]);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_atgate"))
+        .args(["curl", "-i", "--key", dir.path().join("key.json").to_str().unwrap(), "--token", &token, &url])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("200 OK (attempts: 2)"), "{stdout}");
+    assert!(stdout.contains("dpop-nonce: "), "{stdout}");
+    assert!(stdout.contains(r#""x-atproto-did":"did:plc:ewvi7nxzyoun6zhxrhs64oiz""#), "{stdout}");
 }

@@ -34,13 +34,7 @@ async fn setup_with(issuer: DevIssuer, extra: &str) -> Setup {
         "  - { name: api, match: { path: /xrpc/ }, upstream: up, auth: dpop }\n  - { name: public, match: { path: /public/ }, upstream: up, auth: none }\n",
     );
     let gw = Gateway::start(config).await.unwrap();
-    Setup {
-        gw,
-        issuer,
-        signer: DpopSigner {
-            key: SigningKey::generate(),
-        },
-    }
+    Setup { gw, issuer, signer: DpopSigner { key: SigningKey::generate() } }
 }
 
 async fn setup() -> Setup {
@@ -67,9 +61,7 @@ impl Setup {
             method: Method::GET,
             url: self.url(path),
             token: token.to_owned(),
-            signer: DpopSigner {
-                key: SigningKey::from_jwk(&self.signer.key.private_jwk()).unwrap(),
-            },
+            signer: DpopSigner { key: SigningKey::from_jwk(&self.signer.key.private_jwk()).unwrap() },
             body: None,
             headers: vec![],
         };
@@ -82,23 +74,10 @@ async fn nonce_flow_and_identity_headers_end_to_end() {
     let s = setup().await;
     let token = s.token();
     let res = s.curl(&token, "/xrpc/com.example.getThing?limit=5").await;
-    assert_eq!(
-        res.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&res.body)
-    );
-    assert_eq!(
-        res.attempts, 2,
-        "the first attempt should have been asked for a nonce"
-    );
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(res.attempts, 2, "the first attempt should have been asked for a nonce");
     assert!(res.headers.contains_key("dpop-nonce"));
-    assert!(
-        res.headers["access-control-expose-headers"]
-            .to_str()
-            .unwrap()
-            .contains("DPoP-Nonce")
-    );
+    assert!(res.headers["access-control-expose-headers"].to_str().unwrap().contains("DPoP-Nonce"));
     let seen = json(&res.body);
     let h = &seen["headers"];
     assert_eq!(h["x-atproto-did"], DID);
@@ -106,10 +85,7 @@ async fn nonce_flow_and_identity_headers_end_to_end() {
     assert_eq!(h["x-atproto-client-id"], "http://localhost/demo-client");
     assert_eq!(h["x-atproto-scope"], "atproto transition:generic");
     assert_eq!(h["x-atproto-jkt"], s.signer.key.thumbprint());
-    assert!(
-        h["authorization"].is_null() && h["dpop"].is_null(),
-        "credentials were forwarded"
-    );
+    assert!(h["authorization"].is_null() && h["dpop"].is_null(), "credentials were forwarded");
     assert_eq!(seen["query"], "limit=5");
 }
 
@@ -119,107 +95,56 @@ async fn nonce_challenge_and_replay_are_401_with_nonce_headers() {
     let token = s.token();
     let url = s.url("/xrpc/com.example.getThing");
     // No nonce: the challenge, exactly.
-    let proof = s.signer.proof(
-        "GET",
-        &url,
-        Some(&token),
-        None,
-        atgate::auth::now_ms() / 1000,
-    );
+    let proof = s.signer.proof("GET", &url, Some(&token), None, atgate::auth::now_ms() / 1000);
     let auth = format!("DPoP {token}");
-    let (res, body) = send(
-        &client(),
-        get(url.clone(), &[("authorization", &auth), ("dpop", &proof)]),
-    )
-    .await;
+    let (res, body) = send(&client(), get(url.clone(), &[("authorization", &auth), ("dpop", &proof)])).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         res.headers["www-authenticate"],
         r#"DPoP algs="ES256 ES256K", error="use_dpop_nonce", error_description="Authorization server requires nonce in DPoP proof""#
     );
-    assert_eq!(
-        res.headers["access-control-expose-headers"],
-        "DPoP-Nonce, WWW-Authenticate"
-    );
+    assert_eq!(res.headers["access-control-expose-headers"], "DPoP-Nonce, WWW-Authenticate");
     assert_eq!(
         json(&body),
         serde_json::json!({"error": "use_dpop_nonce", "message": "Authorization server requires nonce in DPoP proof"})
     );
     let nonce = res.headers["dpop-nonce"].to_str().unwrap().to_owned();
     // With the nonce: accepted once, then replayed.
-    let proof = s.signer.proof(
-        "GET",
-        &url,
-        Some(&token),
-        Some(&nonce),
-        atgate::auth::now_ms() / 1000,
-    );
-    let (res, _) = send(
-        &client(),
-        get(url.clone(), &[("authorization", &auth), ("dpop", &proof)]),
-    )
-    .await;
+    let proof = s.signer.proof("GET", &url, Some(&token), Some(&nonce), atgate::auth::now_ms() / 1000);
+    let (res, _) = send(&client(), get(url.clone(), &[("authorization", &auth), ("dpop", &proof)])).await;
     assert_eq!(res.status, StatusCode::OK);
-    let (res, body) = send(
-        &client(),
-        get(url.clone(), &[("authorization", &auth), ("dpop", &proof)]),
-    )
-    .await;
+    let (res, body) = send(&client(), get(url.clone(), &[("authorization", &auth), ("dpop", &proof)])).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(json(&body)["message"], "DPoP proof replayed");
     assert!(res.headers.contains_key("dpop-nonce"));
     // No credentials at all.
     let (res, body) = send(&client(), get(url, &[])).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        res.headers["www-authenticate"],
-        r#"DPoP algs="ES256 ES256K""#
-    );
+    assert_eq!(res.headers["www-authenticate"], r#"DPoP algs="ES256 ES256K""#);
     assert_eq!(json(&body)["message"], "Authorization header required");
     // The metric names the reason.
     let admin = s.gw.admin_addr().unwrap();
     let (_, metrics) = send(&client(), get(format!("http://{admin}/metrics"), &[])).await;
     let metrics = String::from_utf8_lossy(&metrics);
-    assert!(
-        metrics.contains(r#"outcome="dpop_replayed"} 1"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"outcome="dpop_nonce_missing"} 1"#),
-        "{metrics}"
-    );
+    assert!(metrics.contains(r#"outcome="dpop_replayed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"outcome="dpop_nonce_missing"} 1"#), "{metrics}");
 }
 
 #[tokio::test]
 async fn rotated_keys_are_picked_up_without_restart() {
     let s = setup().await;
-    assert_eq!(
-        s.curl(&s.token(), "/xrpc/a.b.c").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(s.curl(&s.token(), "/xrpc/a.b.c").await.status, StatusCode::OK);
     let fetches = s.issuer.jwks_fetches();
     s.issuer.rotate();
     let res = s.curl(&s.token(), "/xrpc/a.b.c").await;
-    assert_eq!(
-        res.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&res.body)
-    );
-    assert_eq!(
-        s.issuer.jwks_fetches(),
-        fetches + 1,
-        "exactly one refetch for the new kid"
-    );
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    assert_eq!(s.issuer.jwks_fetches(), fetches + 1, "exactly one refetch for the new kid");
 }
 
 #[tokio::test]
 async fn forged_kids_cannot_cause_a_fetch_storm() {
     let s = setup().await;
-    assert_eq!(
-        s.curl(&s.token(), "/xrpc/a.b.c").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(s.curl(&s.token(), "/xrpc/a.b.c").await.status, StatusCode::OK);
     let fetches = s.issuer.jwks_fetches();
     let forger = SigningKey::generate();
     for i in 0..20 {
@@ -236,29 +161,17 @@ async fn forged_kids_cannot_cause_a_fetch_storm() {
         assert_eq!(res.status, StatusCode::UNAUTHORIZED);
         assert_eq!(json(&res.body)["message"], "No key matched");
     }
-    assert!(
-        s.issuer.jwks_fetches() <= fetches + 1,
-        "{} fetches for 20 forged kids",
-        s.issuer.jwks_fetches() - fetches
-    );
+    assert!(s.issuer.jwks_fetches() <= fetches + 1, "{} fetches for 20 forged kids", s.issuer.jwks_fetches() - fetches);
 }
 
 #[tokio::test]
 async fn stale_keys_serve_while_the_issuer_is_down() {
     let s = setup().await;
-    assert_eq!(
-        s.curl(&s.token(), "/xrpc/a.b.c").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(s.curl(&s.token(), "/xrpc/a.b.c").await.status, StatusCode::OK);
     s.issuer.set_down(true);
     // A new token signed by the known key verifies with the cached keys.
     let res = s.curl(&s.token(), "/xrpc/a.b.c").await;
-    assert_eq!(
-        res.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&res.body)
-    );
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
 }
 
 #[tokio::test]
@@ -270,12 +183,7 @@ async fn issuer_down_from_the_start_is_503_and_not_ready() {
     let (res, _) = send(&client(), get(format!("http://{admin}/readyz"), &[])).await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     let res = s.curl(&s.token(), "/xrpc/a.b.c").await;
-    assert_eq!(
-        res.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        String::from_utf8_lossy(&res.body)
-    );
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&res.body));
     // Public routes keep working.
     let (res, _) = send(&client(), get(s.url("/public/x"), &[])).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -291,60 +199,31 @@ async fn issuer_down_from_the_start_is_503_and_not_ready() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "never became ready");
-    assert_eq!(
-        s.curl(&s.token(), "/xrpc/a.b.c").await.status,
-        StatusCode::OK
-    );
+    assert_eq!(s.curl(&s.token(), "/xrpc/a.b.c").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn wrong_audience_and_unbound_tokens_are_refused() {
     let s = setup().await;
-    let other = s.issuer.mint(
-        DID,
-        &s.signer.key.thumbprint(),
-        "atproto",
-        "did:web:elsewhere.test",
-        Duration::from_secs(60),
-    );
+    let other =
+        s.issuer.mint(DID, &s.signer.key.thumbprint(), "atproto", "did:web:elsewhere.test", Duration::from_secs(60));
     let res = s.curl(&other, "/xrpc/a.b.c").await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         json(&res.body)["message"],
         "Invalid audience (got: did:web:elsewhere.test, expected one of: did:web:gateway.test)"
     );
-    let no_atproto = s.issuer.mint(
-        DID,
-        &s.signer.key.thumbprint(),
-        "transition:generic",
-        AUD,
-        Duration::from_secs(60),
-    );
+    let no_atproto = s.issuer.mint(DID, &s.signer.key.thumbprint(), "transition:generic", AUD, Duration::from_secs(60));
     let res = s.curl(&no_atproto, "/xrpc/a.b.c").await;
-    assert_eq!(
-        json(&res.body)["message"],
-        "Invalid scope (got: transition:generic, expected one of: atproto)"
-    );
-    let bound_elsewhere = s.issuer.mint(
-        DID,
-        &SigningKey::generate().thumbprint(),
-        "atproto",
-        AUD,
-        Duration::from_secs(60),
-    );
+    assert_eq!(json(&res.body)["message"], "Invalid scope (got: transition:generic, expected one of: atproto)");
+    let bound_elsewhere =
+        s.issuer.mint(DID, &SigningKey::generate().thumbprint(), "atproto", AUD, Duration::from_secs(60));
     let res = s.curl(&bound_elsewhere, "/xrpc/a.b.c").await;
     assert_eq!(json(&res.body)["message"], "Invalid DPoP key binding");
     let auth = format!("Bearer {}", s.token());
-    let (res, body) = send(
-        &client(),
-        get(s.url("/xrpc/a.b.c"), &[("authorization", &auth)]),
-    )
-    .await;
+    let (res, body) = send(&client(), get(s.url("/xrpc/a.b.c"), &[("authorization", &auth)])).await;
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(
-        json(&body)["message"],
-        "Access token is bound to a DPoP proof, but token type is Bearer"
-    );
+    assert_eq!(json(&body)["message"], "Access token is bound to a DPoP proof, but token type is Bearer");
 }
 
 #[tokio::test]

@@ -16,14 +16,7 @@ async fn forwards_and_sets_forwarding_headers() {
     let up = echo_upstream().await;
     let gw = gateway_to(up).await;
     let addr = gw.addrs()[0];
-    let (res, body) = send(
-        &client(),
-        get(
-            format!("http://{addr}/a/b?c=d"),
-            &[("x-forwarded-for", "6.6.6.6")],
-        ),
-    )
-    .await;
+    let (res, body) = send(&client(), get(format!("http://{addr}/a/b?c=d"), &[("x-forwarded-for", "6.6.6.6")])).await;
     assert_eq!(res.status, StatusCode::OK);
     let seen = json(&body);
     assert_eq!(seen["path"], "/a/b");
@@ -83,10 +76,7 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     let (_, body) = send(&client(), get(url.clone(), &spoofed)).await;
     let h = json(&body)["headers"].as_object().unwrap().clone();
     for name in h.keys() {
-        assert!(
-            !name.contains("atproto") && !name.contains("atgate"),
-            "{name} reached the upstream"
-        );
+        assert!(!name.contains("atproto") && !name.contains("atgate"), "{name} reached the upstream");
     }
     assert!(!h.contains_key("authorization") && !h.contains_key("dpop"));
 
@@ -151,13 +141,8 @@ async fn no_route_is_404_json_and_wrong_method_405() {
     let (res, body) = send(&client(), get(format!("http://{addr}/elsewhere"), &[])).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(res.headers["content-type"], "application/json");
-    assert_eq!(
-        json(&body),
-        serde_json::json!({"error": "NotFound", "message": "no route found for request"})
-    );
-    let req = Request::delete(format!("http://{addr}/only"))
-        .body(body::empty())
-        .unwrap();
+    assert_eq!(json(&body), serde_json::json!({"error": "NotFound", "message": "no route found for request"}));
+    let req = Request::delete(format!("http://{addr}/only")).body(body::empty()).unwrap();
     let (res, body) = send(&client(), req).await;
     assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(res.headers["allow"], "GET");
@@ -167,32 +152,17 @@ async fn no_route_is_404_json_and_wrong_method_405() {
 #[tokio::test]
 async fn dot_segments_cannot_escape_a_route() {
     let up = echo_upstream().await;
-    let config = config_with(
-        "",
-        &[("up", up)],
-        "  - { name: public, match: { path: /public/ }, upstream: up, auth: none }\n",
-    );
+    let config =
+        config_with("", &[("up", up)], "  - { name: public, match: { path: /public/ }, upstream: up, auth: none }\n");
     let gw = Gateway::start(config).await.unwrap();
     let addr = gw.addrs()[0];
     // /public/../admin normalizes to /admin, which no route serves.
-    let (res, _) = send(
-        &client(),
-        get(format!("http://{addr}/public/../admin"), &[]),
-    )
-    .await;
+    let (res, _) = send(&client(), get(format!("http://{addr}/public/../admin"), &[])).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
-    let (res, body) = send(
-        &client(),
-        get(format!("http://{addr}/public//./a/../b"), &[]),
-    )
-    .await;
+    let (res, body) = send(&client(), get(format!("http://{addr}/public//./a/../b"), &[])).await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(json(&body)["path"], "/public/b");
-    let (res, body) = send(
-        &client(),
-        get(format!("http://{addr}/public/a%2F..%2Fadmin"), &[]),
-    )
-    .await;
+    let (res, body) = send(&client(), get(format!("http://{addr}/public/a%2F..%2Fadmin"), &[])).await;
     assert_eq!(res.status, StatusCode::BAD_REQUEST);
     assert_eq!(json(&body)["error"], "InvalidRequest");
 }
@@ -210,16 +180,10 @@ async fn slow_upstream_is_504_and_dead_upstream_502() {
     let addr = gw.addrs()[0];
     let (res, body) = send(&client(), get(format!("http://{addr}/slow"), &[])).await;
     assert_eq!(res.status, StatusCode::GATEWAY_TIMEOUT);
-    assert_eq!(
-        json(&body),
-        serde_json::json!({"error": "UpstreamTimeout", "message": "upstream timed out"})
-    );
+    assert_eq!(json(&body), serde_json::json!({"error": "UpstreamTimeout", "message": "upstream timed out"}));
     let (res, body) = send(&client(), get(format!("http://{addr}/dead"), &[])).await;
     assert_eq!(res.status, StatusCode::BAD_GATEWAY);
-    assert_eq!(
-        json(&body),
-        serde_json::json!({"error": "UpstreamFailure", "message": "upstream unreachable"})
-    );
+    assert_eq!(json(&body), serde_json::json!({"error": "UpstreamFailure", "message": "upstream unreachable"}));
 }
 
 #[tokio::test]
@@ -248,10 +212,7 @@ async fn body_limits_are_413() {
     let gw = Gateway::start(config).await.unwrap();
     let url = format!("http://{}/upload", gw.addrs()[0]);
     // Declared too large: refused before anything is read.
-    let req = Request::post(&url)
-        .header("content-length", "2000000")
-        .body(body::full(vec![0u8; 2_000_000]))
-        .unwrap();
+    let req = Request::post(&url).header("content-length", "2000000").body(body::full(vec![0u8; 2_000_000])).unwrap();
     let (res, body) = send(&client(), req).await;
     assert_eq!(res.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(&body)["error"], "PayloadTooLarge");
@@ -280,18 +241,13 @@ async fn large_bodies_stream_with_bounded_memory() {
     const SIZE: u64 = 256 << 20;
     let before = rss_bytes();
     // Upload 256 MiB.
-    let req = Request::post(format!("http://{addr}/upload"))
-        .body(chunked_body(SIZE))
-        .unwrap();
+    let req = Request::post(format!("http://{addr}/upload")).body(chunked_body(SIZE)).unwrap();
     let (res, body) = send(&client(), req).await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(body, SIZE.to_string());
     assert_eq!(received.load(Ordering::SeqCst), SIZE);
     // Download 256 MiB, counting without keeping it.
-    let res = client()
-        .request(get(format!("http://{addr}/download/{SIZE}"), &[]))
-        .await
-        .unwrap();
+    let res = client().request(get(format!("http://{addr}/download/{SIZE}"), &[])).await.unwrap();
     let mut body = res.into_body();
     let mut n = 0u64;
     use http_body_util::BodyExt;
@@ -311,13 +267,8 @@ async fn websocket_messages_pass_both_ways() {
     use tokio_tungstenite::tungstenite::Message;
     let up = websocket_upstream().await;
     let gw = gateway_to(up).await;
-    let url = format!(
-        "ws://{}/xrpc/com.atproto.sync.subscribeRepos",
-        gw.addrs()[0]
-    );
-    let (mut ws, res) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade through the gateway");
+    let url = format!("ws://{}/xrpc/com.atproto.sync.subscribeRepos", gw.addrs()[0]);
+    let (mut ws, res) = tokio_tungstenite::connect_async(url).await.expect("upgrade through the gateway");
     assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
     for i in 0..10 {
         ws.send(Message::text(format!("hello {i}"))).await.unwrap();
@@ -325,10 +276,7 @@ async fn websocket_messages_pass_both_ways() {
         assert_eq!(back.into_text().unwrap().as_str(), format!("hello {i}"));
     }
     ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap().into_data().as_ref(),
-        &[1u8, 2, 3]
-    );
+    assert_eq!(ws.next().await.unwrap().unwrap().into_data().as_ref(), &[1u8, 2, 3]);
     ws.close(None).await.unwrap();
 }
 
@@ -341,9 +289,7 @@ async fn http2_prior_knowledge_is_served() {
     for i in 0..20 {
         let client = client.clone();
         let url = format!("http://{}/h2/{i}", gw.addrs()[0]);
-        tasks.push(tokio::spawn(
-            async move { send(&client, get(url, &[])).await },
-        ));
+        tasks.push(tokio::spawn(async move { send(&client, get(url, &[])).await }));
     }
     for (i, t) in tasks.into_iter().enumerate() {
         let (res, body) = t.await.unwrap();
@@ -386,29 +332,15 @@ async fn admin_endpoints_and_metrics() {
     let admin = gw.admin_addr().unwrap();
     send(&client(), get(format!("http://{addr}/x"), &[])).await;
     let (res, body) = send(&client(), get(format!("http://{admin}/healthz"), &[])).await;
-    assert_eq!(
-        (res.status, body.as_ref()),
-        (StatusCode::OK, br#"{"status":"ok"}"#.as_ref())
-    );
+    assert_eq!((res.status, body.as_ref()), (StatusCode::OK, br#"{"status":"ok"}"#.as_ref()));
     let (res, _) = send(&client(), get(format!("http://{admin}/readyz"), &[])).await;
     assert_eq!(res.status, StatusCode::OK);
     let (res, body) = send(&client(), get(format!("http://{admin}/metrics"), &[])).await;
     assert_eq!(res.status, StatusCode::OK);
     let text = String::from_utf8(body.to_vec()).unwrap();
-    assert!(
-        text.contains(
-            r#"atgate_requests_total{route="all",method="GET",status="2xx",outcome="ok"} 1"#
-        ),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"atgate_request_duration_seconds_count{route="all"} 1"#),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"atgate_upstream_duration_seconds_count{upstream="up"} 1"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"atgate_requests_total{route="all",method="GET",status="2xx",outcome="ok"} 1"#), "{text}");
+    assert!(text.contains(r#"atgate_request_duration_seconds_count{route="all"} 1"#), "{text}");
+    assert!(text.contains(r#"atgate_upstream_duration_seconds_count{upstream="up"} 1"#), "{text}");
     assert!(text.contains("atgate_requests_in_flight 0"), "{text}");
     assert!(text.contains("atgate_build_info{version="), "{text}");
     let (res, _) = send(&client(), get(format!("http://{admin}/nope"), &[])).await;
@@ -421,16 +353,12 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     let gw = gateway_to(slow).await;
     let addr = gw.addrs()[0];
     let admin = gw.admin_addr().unwrap();
-    let in_flight =
-        tokio::spawn(async move { send(&client(), get(format!("http://{addr}/"), &[])).await });
+    let in_flight = tokio::spawn(async move { send(&client(), get(format!("http://{addr}/"), &[])).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     gw.shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // New connections are refused while the old request finishes.
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "listener still accepting"
-    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener still accepting");
     let _ = admin;
     let (res, body) = in_flight.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
@@ -444,11 +372,7 @@ async fn methods_and_bodies_pass_unchanged() {
     let gw = gateway_to(up).await;
     let url = format!("http://{}/things", gw.addrs()[0]);
     for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
-        let req = Request::builder()
-            .method(method.clone())
-            .uri(&url)
-            .body(body::full("12345"))
-            .unwrap();
+        let req = Request::builder().method(method.clone()).uri(&url).body(body::full("12345")).unwrap();
         let (res, body) = send(&client(), req).await;
         assert_eq!(res.status, StatusCode::OK);
         let seen = json(&body);

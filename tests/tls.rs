@@ -21,13 +21,8 @@ struct TestCert {
 
 fn make_cert() -> TestCert {
     let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    TestCert {
-        pem: cert.pem(),
-        key_pem: signing_key.serialize_pem(),
-        der: cert.der().clone(),
-    }
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    TestCert { pem: cert.pem(), key_pem: signing_key.serialize_pem(), der: cert.der().clone() }
 }
 
 fn write_cert(dir: &std::path::Path, cert: &TestCert) {
@@ -36,11 +31,7 @@ fn write_cert(dir: &std::path::Path, cert: &TestCert) {
 }
 
 fn tls_top(dir: &std::path::Path) -> String {
-    format!(
-        "tls:\n  cert: {}\n  key: {}",
-        dir.join("cert.pem").display(),
-        dir.join("key.pem").display()
-    )
+    format!("tls:\n  cert: {}\n  key: {}", dir.join("cert.pem").display(), dir.join("key.pem").display())
 }
 
 /// Connects with TLS trusting `root`, offering `alpn`; returns the negotiated protocol,
@@ -50,13 +41,7 @@ async fn tls_get(
     root: &CertificateDer<'static>,
     alpn: &[&[u8]],
     path: &str,
-) -> (
-    Option<Vec<u8>>,
-    CertificateDer<'static>,
-    http::StatusCode,
-    Version,
-    Bytes,
-) {
+) -> (Option<Vec<u8>>, CertificateDer<'static>, http::StatusCode, Version, Bytes) {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -73,21 +58,15 @@ async fn tls_get(
     let (_, session) = tls.get_ref();
     let negotiated = session.alpn_protocol().map(|p| p.to_vec());
     let served = session.peer_certificates().unwrap()[0].clone().into_owned();
-    let req = Request::get(format!("https://127.0.0.1:{}{path}", addr.port()))
-        .body(body::empty())
-        .unwrap();
+    let req = Request::get(format!("https://127.0.0.1:{}{path}", addr.port())).body(body::empty()).unwrap();
     let io = TokioIo::new(tls);
     let res = if negotiated.as_deref() == Some(b"h2") {
         let (mut send, conn) =
-            hyper::client::conn::http2::handshake::<_, _, Body>(TokioExecutor::new(), io)
-                .await
-                .unwrap();
+            hyper::client::conn::http2::handshake::<_, _, Body>(TokioExecutor::new(), io).await.unwrap();
         tokio::spawn(conn);
         send.send_request(req).await.unwrap()
     } else {
-        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Body>(io)
-            .await
-            .unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake::<_, Body>(io).await.unwrap();
         tokio::spawn(conn);
         send.send_request(req).await.unwrap()
     };
@@ -110,8 +89,7 @@ async fn tls_listener_serves_h1_and_h2_and_reloads_its_certificate() {
     let gw = Gateway::start(config).await.unwrap();
     let addr = gw.addrs()[0];
 
-    let (alpn, served, status, version, body) =
-        tls_get(addr, &first.der, &[b"h2", b"http/1.1"], "/over-h2").await;
+    let (alpn, served, status, version, body) = tls_get(addr, &first.der, &[b"h2", b"http/1.1"], "/over-h2").await;
     assert_eq!(alpn.as_deref(), Some(b"h2".as_ref()));
     assert_eq!((status, version), (StatusCode::OK, Version::HTTP_2));
     assert_eq!(served, first.der);
@@ -158,22 +136,12 @@ async fn https_upstream_with_a_private_ca() {
         dir.path().join("cert.pem").display(),
         inner.addrs()[0].port(),
     );
-    let outer = Gateway::start(atgate::config::Config::parse(&text, "t").unwrap())
-        .await
-        .unwrap();
-    let (res, body) = send(
-        &client(),
-        get(format!("http://{}/ok", outer.addrs()[0]), &[]),
-    )
-    .await;
+    let outer = Gateway::start(atgate::config::Config::parse(&text, "t").unwrap()).await.unwrap();
+    let (res, body) = send(&client(), get(format!("http://{}/ok", outer.addrs()[0]), &[])).await;
     assert_eq!(res.status, StatusCode::OK);
     assert_eq!(json(&body)["path"], "/ok");
     // Web PKI roots do not trust the test CA: the handshake fails, 502.
-    let (res, _) = send(
-        &client(),
-        get(format!("http://{}/bad", outer.addrs()[0]), &[]),
-    )
-    .await;
+    let (res, _) = send(&client(), get(format!("http://{}/bad", outer.addrs()[0]), &[])).await;
     assert_eq!(res.status, StatusCode::BAD_GATEWAY);
 }
 
@@ -185,13 +153,6 @@ async fn unreadable_tls_files_fail_at_start_with_the_field() {
         &[("up", up)],
         "  - { name: all, match: { path: / }, upstream: up, auth: none }\n",
     );
-    let err = Gateway::start(config)
-        .await
-        .err()
-        .expect("start must fail")
-        .to_string();
-    assert!(
-        err.starts_with("test.yaml:4:14: tls.cert: cannot read /nonexistent/cert.pem"),
-        "{err}"
-    );
+    let err = Gateway::start(config).await.err().expect("start must fail").to_string();
+    assert!(err.starts_with("test.yaml:4:14: tls.cert: cannot read /nonexistent/cert.pem"), "{err}");
 }

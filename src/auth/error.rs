@@ -54,21 +54,13 @@ impl ProofError {
             TooLarge => "DPoP proof too large",
             Malformed => "Failed to verify DPoP proof: Invalid Compact JWS",
             Typ => r#"Failed to verify DPoP proof: unexpected "typ" JWT header value"#,
-            JwkInvalid => {
-                r#"Failed to verify DPoP proof: Invalid "jwk" (JSON Web Key) Header Parameter"#
-            }
-            JwkPrivate => {
-                r#"Failed to verify DPoP proof: "jwk" (JSON Web Key) Header Parameter must be a public key"#
-            }
-            Alg => {
-                r#"Failed to verify DPoP proof: "alg" (Algorithm) Header Parameter value not allowed"#
-            }
+            JwkInvalid => r#"Failed to verify DPoP proof: Invalid "jwk" (JSON Web Key) Header Parameter"#,
+            JwkPrivate => r#"Failed to verify DPoP proof: "jwk" (JSON Web Key) Header Parameter must be a public key"#,
+            Alg => r#"Failed to verify DPoP proof: "alg" (Algorithm) Header Parameter value not allowed"#,
             Crit => r#"Failed to verify DPoP proof: unsupported "crit" Header Parameter"#,
             Signature => "Failed to verify DPoP proof: signature verification failed",
             IatType => r#"Failed to verify DPoP proof: "iat" claim must be a number"#,
-            IatPast => {
-                r#"Failed to verify DPoP proof: "iat" claim timestamp check failed (too far in the past)"#
-            }
+            IatPast => r#"Failed to verify DPoP proof: "iat" claim timestamp check failed (too far in the past)"#,
             IatFuture => {
                 r#"Failed to verify DPoP proof: "iat" claim timestamp check failed (it should be in the past)"#
             }
@@ -165,14 +157,10 @@ impl TokenError {
             NotYetValid => r#""nbf" claim timestamp check failed"#,
             Claim(m) => m,
             Audience { got, expected } => {
-                return Cow::Owned(format!(
-                    "Invalid audience (got: {got}, expected one of: {expected})"
-                ));
+                return Cow::Owned(format!("Invalid audience (got: {got}, expected one of: {expected})"));
             }
             Scope(got) => {
-                return Cow::Owned(format!(
-                    "Invalid scope (got: {got}, expected one of: atproto)"
-                ));
+                return Cow::Owned(format!("Invalid scope (got: {got}, expected one of: atproto)"));
             }
             NoScope => "Access token has no scope",
             ScopeReference => "Scope references are not supported",
@@ -257,8 +245,7 @@ pub fn challenge(scheme: Scheme, error: Option<&str>, description: Option<&str>)
     };
     let mut first = scheme == Scheme::Bearer;
     for (name, value) in [("error", error), ("error_description", description)] {
-        let Some(value) = value.filter(|v| !v.is_empty() && !v.contains('"') && !v.contains('\\'))
-        else {
+        let Some(value) = value.filter(|v| !v.is_empty() && !v.contains('"') && !v.contains('\\')) else {
             continue;
         };
         out.push_str(if first { " " } else { ", " });
@@ -275,9 +262,7 @@ impl AuthError {
             AuthError::Proof(_) => "invalid_dpop_proof",
             AuthError::UseNonce { .. } => "use_dpop_nonce",
             AuthError::Token { .. } => "invalid_token",
-            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable => {
-                "TemporarilyUnavailable"
-            }
+            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable => "TemporarilyUnavailable",
             AuthError::NotRouted => "InternalServerError",
         }
     }
@@ -287,9 +272,7 @@ impl Reject for AuthError {
     fn status(&self) -> StatusCode {
         match self {
             AuthError::BadHeader => StatusCode::BAD_REQUEST,
-            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::NotRouted => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -302,14 +285,10 @@ impl Reject for AuthError {
             AuthError::Missing => "Authorization header required".into(),
             AuthError::BadHeader => "Invalid authorization header".into(),
             AuthError::Proof(p) => p.message().into(),
-            AuthError::UseNonce { mismatch: false } => {
-                "Authorization server requires nonce in DPoP proof".into()
-            }
+            AuthError::UseNonce { mismatch: false } => "Authorization server requires nonce in DPoP proof".into(),
             AuthError::UseNonce { mismatch: true } => r#"DPoP "nonce" mismatch"#.into(),
             AuthError::Token { reason, .. } => reason.message().into_owned(),
-            AuthError::KeysUnavailable { .. } => {
-                "Token verification keys are temporarily unavailable".into()
-            }
+            AuthError::KeysUnavailable { .. } => "Token verification keys are temporarily unavailable".into(),
             AuthError::ReplayUnavailable => "Replay protection is temporarily unavailable".into(),
             AuthError::NotRouted => "request was not routed".into(),
         }
@@ -331,18 +310,12 @@ impl Reject for AuthError {
         let value = match self {
             // RFC 6750 §3.1: no error code when no credentials were sent.
             AuthError::Missing => challenge(Scheme::Dpop, None, None),
-            AuthError::Proof(_) | AuthError::UseNonce { .. } => challenge(
-                Scheme::Dpop,
-                Some(self.oauth_error()),
-                Some(&self.message()),
-            ),
+            AuthError::Proof(_) | AuthError::UseNonce { .. } => {
+                challenge(Scheme::Dpop, Some(self.oauth_error()), Some(&self.message()))
+            }
             AuthError::Token { scheme, reason } => {
                 // A bound token presented as Bearer is told to use DPoP.
-                let scheme = if *reason == TokenError::BoundAsBearer {
-                    Scheme::Dpop
-                } else {
-                    *scheme
-                };
+                let scheme = if *reason == TokenError::BoundAsBearer { Scheme::Dpop } else { *scheme };
                 challenge(scheme, Some("invalid_token"), Some(&reason.message()))
             }
             _ => return,
@@ -360,31 +333,16 @@ mod tests {
     #[test]
     fn challenges_drop_quoted_params() {
         assert_eq!(
-            challenge(
-                Scheme::Dpop,
-                Some("use_dpop_nonce"),
-                Some("Authorization server requires nonce in DPoP proof")
-            ),
+            challenge(Scheme::Dpop, Some("use_dpop_nonce"), Some("Authorization server requires nonce in DPoP proof")),
             r#"DPoP algs="ES256 ES256K", error="use_dpop_nonce", error_description="Authorization server requires nonce in DPoP proof""#
         );
         assert_eq!(
-            challenge(
-                Scheme::Dpop,
-                Some("use_dpop_nonce"),
-                Some(r#"DPoP "nonce" mismatch"#)
-            ),
+            challenge(Scheme::Dpop, Some("use_dpop_nonce"), Some(r#"DPoP "nonce" mismatch"#)),
             r#"DPoP algs="ES256 ES256K", error="use_dpop_nonce""#
         );
+        assert_eq!(challenge(Scheme::Dpop, None, None), r#"DPoP algs="ES256 ES256K""#);
         assert_eq!(
-            challenge(Scheme::Dpop, None, None),
-            r#"DPoP algs="ES256 ES256K""#
-        );
-        assert_eq!(
-            challenge(
-                Scheme::Bearer,
-                Some("invalid_token"),
-                Some("Malformed token")
-            ),
+            challenge(Scheme::Bearer, Some("invalid_token"), Some("Malformed token")),
             r#"Bearer error="invalid_token", error_description="Malformed token""#
         );
     }

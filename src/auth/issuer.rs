@@ -75,49 +75,26 @@ impl Issuer {
                     field: "issuers.public_key".into(),
                     message: e.to_string(),
                 })?;
-                (
-                    Some(KeySet {
-                        keys: vec![VerifyKey::Ec {
-                            kid: jwk.kid.clone(),
-                            key,
-                        }],
-                        fetched_at: None,
-                    }),
-                    None,
-                )
+                (Some(KeySet { keys: vec![VerifyKey::Ec { kid: jwk.kid.clone(), key }], fetched_at: None }), None)
             }
             KeySource::JwksFile(file) => {
                 let bytes = file.read()?;
-                let json: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                    file.error(format!("invalid JSON in {}: {e}", file.path.display()))
-                })?;
+                let json: Value = serde_json::from_slice(&bytes)
+                    .map_err(|e| file.error(format!("invalid JSON in {}: {e}", file.path.display())))?;
                 let keys = parse_jwks(&json, &config.algs);
                 if keys.is_empty() {
-                    return Err(
-                        file.error(format!("no usable signing keys in {}", file.path.display()))
-                    );
+                    return Err(file.error(format!("no usable signing keys in {}", file.path.display())));
                 }
-                (
-                    Some(KeySet {
-                        keys,
-                        fetched_at: None,
-                    }),
-                    None,
-                )
+                (Some(KeySet { keys, fetched_at: None }), None)
             }
             KeySource::Hs256(secret) => {
                 let bytes = secret.read()?;
                 if bytes.len() < 32 {
-                    return Err(secret
-                        .origin()
-                        .error("HS256 secret must be at least 32 bytes".into()));
+                    return Err(secret.origin().error("HS256 secret must be at least 32 bytes".into()));
                 }
                 (
                     Some(KeySet {
-                        keys: vec![VerifyKey::Hmac(Box::new(hmac::Key::new(
-                            hmac::HMAC_SHA256,
-                            &bytes,
-                        )))],
+                        keys: vec![VerifyKey::Hmac(Box::new(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))],
                         fetched_at: None,
                     }),
                     None,
@@ -126,11 +103,7 @@ impl Issuer {
             KeySource::JwksUri(url) => (None, Some(Remote::new(net, Some(url.clone())))),
             KeySource::Discovery => (None, Some(Remote::new(net, None))),
         };
-        Ok(Arc::new(Issuer {
-            config,
-            keys: ArcSwapOption::new(keys.map(Arc::new)),
-            remote,
-        }))
+        Ok(Arc::new(Issuer { config, keys: ArcSwapOption::new(keys.map(Arc::new)), remote }))
     }
 
     /// Whether keys have been loaded at least once (readiness).
@@ -154,9 +127,7 @@ impl Issuer {
 
     /// The last fetch error, if the last fetch failed.
     pub fn last_error(&self) -> Option<NetError> {
-        self.remote
-            .as_ref()
-            .and_then(|r| r.last_error.lock().clone())
+        self.remote.as_ref().and_then(|r| r.last_error.lock().clone())
     }
 
     /// Fetches the keys now.
@@ -167,10 +138,7 @@ impl Issuer {
         let result = remote.fetch(&self.config).await;
         match result {
             Ok(keys) => {
-                self.keys.store(Some(Arc::new(KeySet {
-                    keys,
-                    fetched_at: Some(Instant::now()),
-                })));
+                self.keys.store(Some(Arc::new(KeySet { keys, fetched_at: Some(Instant::now()) })));
                 *remote.last_error.lock() = None;
                 Ok(())
             }
@@ -220,9 +188,7 @@ impl Issuer {
                     }
                     Err(_) => {
                         let wait = retry;
-                        retry = (retry * 2)
-                            .min(Duration::from_secs(60))
-                            .min(issuer.config.jwks_refresh);
+                        retry = (retry * 2).min(Duration::from_secs(60)).min(issuer.config.jwks_refresh);
                         wait
                     }
                 };
@@ -286,9 +252,7 @@ pub fn parse_jwks(jwks: &Value, algs: &[String]) -> Vec<VerifyKey> {
         .filter(Jwk::is_for_verification)
         .filter_map(|jwk| {
             let key = jwk.public_key().ok()?;
-            algs.iter()
-                .any(|a| Alg::from_name(a) == Some(key.alg()))
-                .then_some(VerifyKey::Ec { kid: jwk.kid, key })
+            algs.iter().any(|a| Alg::from_name(a) == Some(key.alg())).then_some(VerifyKey::Ec { kid: jwk.kid, key })
         })
         .collect()
 }
@@ -302,10 +266,7 @@ pub struct Issuers {
 impl Issuers {
     /// Builds every issuer (static keys load now).
     pub fn new(configs: &[IssuerConfig], net: &Outbound) -> Result<Issuers, ConfigError> {
-        let list = configs
-            .iter()
-            .map(|c| Issuer::new(c.clone(), net))
-            .collect::<Result<_, _>>()?;
+        let list = configs.iter().map(|c| Issuer::new(c.clone(), net)).collect::<Result<_, _>>()?;
         Ok(Issuers { list })
     }
 

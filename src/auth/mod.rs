@@ -83,31 +83,18 @@ impl Principal {
 
 /// Unix time now, in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs the route's verifier.
-pub async fn authenticate(
-    shared: &Shared,
-    route: &Route,
-    req: &Parts,
-) -> Result<Principal, AuthError> {
+pub async fn authenticate(shared: &Shared, route: &Route, req: &Parts) -> Result<Principal, AuthError> {
     match route.auth {
         AuthMethod::None => Ok(Principal::Anonymous),
         AuthMethod::Dpop => {
             let runtime = shared.runtime.load_full();
             let dpop = runtime.dpop.as_ref().ok_or(AuthError::NotRouted)?;
             let external = external_url(runtime.config.public_url.as_ref(), req);
-            authenticate_dpop(
-                shared.replay.as_ref(),
-                dpop,
-                req,
-                external.as_ref(),
-                now_ms(),
-            )
-            .await
+            authenticate_dpop(shared.replay.as_ref(), dpop, req, external.as_ref(), now_ms()).await
         }
     }
 }
@@ -170,18 +157,12 @@ pub async fn authenticate_dpop(
     if scheme == Scheme::Bearer {
         // atproto clients must use DPoP; say which way the token is wrong.
         let verified = verified_token(dpop, token, &hash, scheme, now).await?;
-        let reason = if verified.jkt.is_some() {
-            TokenError::BoundAsBearer
-        } else {
-            TokenError::Unbound
-        };
+        let reason = if verified.jkt.is_some() { TokenError::BoundAsBearer } else { TokenError::Unbound };
         return Err(AuthError::Token { scheme, reason });
     }
 
     let mut proofs = req.headers.get_all("dpop").iter();
-    let proof = proofs
-        .next()
-        .ok_or(AuthError::Proof(ProofError::Required))?;
+    let proof = proofs.next().ok_or(AuthError::Proof(ProofError::Required))?;
     if proofs.next().is_some() {
         return Err(AuthError::Proof(ProofError::Multiple));
     }
@@ -191,17 +172,10 @@ pub async fn authenticate_dpop(
     if proof.len() > dpop.max_proof_bytes {
         return Err(AuthError::Proof(ProofError::TooLarge));
     }
-    let proof = proof
-        .to_str()
-        .map_err(|_| AuthError::Proof(ProofError::Malformed))?;
+    let proof = proof.to_str().map_err(|_| AuthError::Proof(ProofError::Malformed))?;
     let ath = b64url(&hash);
     let url = external.ok_or(AuthError::Proof(ProofError::HtuMismatch))?;
-    let ctx = ProofContext {
-        method: req.method.as_str(),
-        url,
-        ath: Some(&ath),
-        now_ms,
-    };
+    let ctx = ProofContext { method: req.method.as_str(), url, ath: Some(&ath), now_ms };
     let proof = verify_proof(proof, &ctx, &dpop.nonces)?;
     match replay.insert_if_absent(proof.replay_key, REPLAY_TTL).await {
         Ok(true) => {}
@@ -213,18 +187,9 @@ pub async fn authenticate_dpop(
     }
     let verified = verified_token(dpop, token, &hash, scheme, now).await?;
     match &verified.jkt {
-        None => Err(AuthError::Token {
-            scheme,
-            reason: TokenError::Unbound,
-        }),
-        Some(jkt) if *jkt != proof.jkt => Err(AuthError::Token {
-            scheme,
-            reason: TokenError::Binding,
-        }),
-        Some(_) => Ok(Principal::OAuth {
-            token: verified,
-            jkt: proof.jkt,
-        }),
+        None => Err(AuthError::Token { scheme, reason: TokenError::Unbound }),
+        Some(jkt) if *jkt != proof.jkt => Err(AuthError::Token { scheme, reason: TokenError::Binding }),
+        Some(_) => Ok(Principal::OAuth { token: verified, jkt: proof.jkt }),
     }
 }
 
@@ -240,10 +205,7 @@ async fn verified_token(
     }
     // Cheap shape check first, so garbage never reaches the issuer lookup.
     if jws::parse(token).is_err() {
-        return Err(AuthError::Token {
-            scheme,
-            reason: TokenError::Malformed,
-        });
+        return Err(AuthError::Token { scheme, reason: TokenError::Malformed });
     }
     let verified = Arc::new(token::verify_token(token, scheme, &dpop.issuers, now).await?);
     dpop.tokens.insert(*hash, verified.clone());
@@ -257,15 +219,9 @@ fn decorate_dpop_response(res: &mut Response<Body>, dpop: &DpopState) {
     if let Ok(v) = HeaderValue::from_str(&dpop.nonces.current(now_ms())) {
         headers.insert(HeaderName::from_static("dpop-nonce"), v);
     }
-    let expose = if headers.contains_key(header::WWW_AUTHENTICATE) {
-        "DPoP-Nonce, WWW-Authenticate"
-    } else {
-        "DPoP-Nonce"
-    };
-    headers.append(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(expose),
-    );
+    let expose =
+        if headers.contains_key(header::WWW_AUTHENTICATE) { "DPoP-Nonce, WWW-Authenticate" } else { "DPoP-Nonce" };
+    headers.append(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(expose));
     headers.append(header::VARY, HeaderValue::from_static("Authorization"));
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("private"));
@@ -280,18 +236,13 @@ pub struct AuthLayer {
 
 /// Builds the authentication stage.
 pub fn layer(shared: &Arc<Shared>) -> AuthLayer {
-    AuthLayer {
-        shared: shared.clone(),
-    }
+    AuthLayer { shared: shared.clone() }
 }
 
 impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            shared: self.shared.clone(),
-        }
+        Auth { inner, shared: self.shared.clone() }
     }
 }
 

@@ -56,11 +56,7 @@ struct Case {
 
 impl Case {
     fn new(proof: String) -> Case {
-        Case {
-            method: "GET",
-            authorization: vec![format!("DPoP {TOKEN}")],
-            proofs: vec![proof],
-        }
+        Case { method: "GET", authorization: vec![format!("DPoP {TOKEN}")], proofs: vec![proof] }
     }
 }
 
@@ -83,13 +79,7 @@ async fn run_with(
 }
 
 async fn run(case: Case) -> Result<Principal, AuthError> {
-    run_with(
-        &case,
-        &state("did:web:gateway.example.com"),
-        &MemoryReplayStore::new(100),
-        T_MS,
-    )
-    .await
+    run_with(&case, &state("did:web:gateway.example.com"), &MemoryReplayStore::new(100), T_MS).await
 }
 
 /// The 15.5 proof's claims with a fresh jti.
@@ -127,128 +117,57 @@ async fn spec_vector_is_accepted_once() {
     let replay = MemoryReplayStore::new(100);
     let case = Case::new(PROOF.into());
     let principal = run_with(&case, &dpop, &replay, T_MS).await.unwrap();
-    let Principal::OAuth { token, jkt } = &principal else {
-        panic!()
-    };
+    let Principal::OAuth { token, jkt } = &principal else { panic!() };
     assert_eq!(token.sub, "did:plc:ewvi7nxzyoun6zhxrhs64oiz");
-    assert_eq!(
-        token.client_id.as_deref(),
-        Some("https://app.example.com/oauth-client-metadata.json")
-    );
+    assert_eq!(token.client_id.as_deref(), Some("https://app.example.com/oauth-client-metadata.json"));
     assert_eq!(jkt, "J1-h8YxSJ-FVs_JVy8pUqwjiE45mUrkpsEv57JhLCA0");
     let mut headers = http::HeaderMap::new();
     principal.write_headers(&mut headers);
     assert_eq!(headers.keys().next().unwrap(), "x-atproto-did");
     assert_eq!(headers["x-atproto-did"], "did:plc:ewvi7nxzyoun6zhxrhs64oiz");
     assert_eq!(headers["x-atproto-auth"], "oauth");
-    assert!(
-        headers["x-atproto-scope"]
-            .to_str()
-            .unwrap()
-            .starts_with("atproto repo:")
-    );
-    assert_eq!(
-        proof_error(run_with(&case, &dpop, &replay, T_MS).await),
-        ProofError::Replayed
-    );
+    assert!(headers["x-atproto-scope"].to_str().unwrap().starts_with("atproto repo:"));
+    assert_eq!(proof_error(run_with(&case, &dpop, &replay, T_MS).await), ProofError::Replayed);
 }
 
 #[tokio::test]
 async fn nonce_rules() {
-    let r = run(Case::new(proof(|_, c| {
-        drop(c.as_object_mut().unwrap().remove("nonce"))
-    })))
-    .await;
-    assert!(
-        matches!(r, Err(AuthError::UseNonce { mismatch: false })),
-        "{r:?}"
-    );
+    let r = run(Case::new(proof(|_, c| drop(c.as_object_mut().unwrap().remove("nonce"))))).await;
+    assert!(matches!(r, Err(AuthError::UseNonce { mismatch: false })), "{r:?}");
     let r = run(Case::new(proof(|_, c| c["nonce"] = json!("xyz")))).await;
-    assert!(
-        matches!(r, Err(AuthError::UseNonce { mismatch: true })),
-        "{r:?}"
-    );
-    assert_eq!(
-        proof_error(run(Case::new(proof(|_, c| c["nonce"] = json!(5)))).await),
-        ProofError::NonceType
-    );
+    assert!(matches!(r, Err(AuthError::UseNonce { mismatch: true })), "{r:?}");
+    assert_eq!(proof_error(run(Case::new(proof(|_, c| c["nonce"] = json!(5)))).await), ProofError::NonceType);
 }
 
 #[tokio::test]
 async fn htu_and_htm_rules() {
     let htu = |u: &'static str| proof(move |_, c| c["htu"] = json!(u));
     assert_eq!(
-        proof_error(
-            run(Case::new(htu(
-                "https://gateway.example.com/xrpc/com.example.getThing/"
-            )))
-            .await
-        ),
+        proof_error(run(Case::new(htu("https://gateway.example.com/xrpc/com.example.getThing/"))).await),
         ProofError::HtuMismatch
     );
-    run(Case::new(htu(
-        "https://gateway.example.com/xrpc/com.example.getThing?x=1#f",
-    )))
-    .await
-    .unwrap();
-    run(Case::new(htu(
-        "HTTPS://Gateway.Example.COM:443/xrpc/com.example.getThing",
-    )))
-    .await
-    .unwrap();
-    run(Case::new(htu(
-        "https://gateway.example.com/xrpc/./com.example.getThing",
-    )))
-    .await
-    .unwrap();
+    run(Case::new(htu("https://gateway.example.com/xrpc/com.example.getThing?x=1#f"))).await.unwrap();
+    run(Case::new(htu("HTTPS://Gateway.Example.COM:443/xrpc/com.example.getThing"))).await.unwrap();
+    run(Case::new(htu("https://gateway.example.com/xrpc/./com.example.getThing"))).await.unwrap();
     assert_eq!(
-        proof_error(
-            run(Case::new(htu(
-                "http://gateway.example.com/xrpc/com.example.getThing"
-            )))
-            .await
-        ),
+        proof_error(run(Case::new(htu("http://gateway.example.com/xrpc/com.example.getThing"))).await),
         ProofError::HtuMismatch
     );
     assert_eq!(
-        proof_error(
-            run(Case::new(htu(
-                "https://gateway.example.com:8443/xrpc/com.example.getThing"
-            )))
-            .await
-        ),
+        proof_error(run(Case::new(htu("https://gateway.example.com:8443/xrpc/com.example.getThing"))).await),
         ProofError::HtuMismatch
     );
+    assert_eq!(proof_error(run(Case::new(htu("not a url"))).await), ProofError::HtuInvalid);
     assert_eq!(
-        proof_error(run(Case::new(htu("not a url"))).await),
-        ProofError::HtuInvalid
-    );
-    assert_eq!(
-        proof_error(
-            run(Case::new(htu(
-                "https://u:p@gateway.example.com/xrpc/com.example.getThing"
-            )))
-            .await
-        ),
+        proof_error(run(Case::new(htu("https://u:p@gateway.example.com/xrpc/com.example.getThing"))).await),
         ProofError::HtuCredentials
     );
     assert_eq!(
-        proof_error(
-            run(Case::new(htu(
-                "ftp://gateway.example.com/xrpc/com.example.getThing"
-            )))
-            .await
-        ),
+        proof_error(run(Case::new(htu("ftp://gateway.example.com/xrpc/com.example.getThing"))).await),
         ProofError::HtuScheme
     );
-    assert_eq!(
-        proof_error(run(Case::new(proof(|_, c| c["htu"] = json!(1)))).await),
-        ProofError::HtuType
-    );
-    assert_eq!(
-        proof_error(run(Case::new(proof(|_, c| c["htm"] = json!("get")))).await),
-        ProofError::HtmMismatch
-    );
+    assert_eq!(proof_error(run(Case::new(proof(|_, c| c["htu"] = json!(1)))).await), ProofError::HtuType);
+    assert_eq!(proof_error(run(Case::new(proof(|_, c| c["htm"] = json!("get")))).await), ProofError::HtmMismatch);
     let mut post = Case::new(proof(|_, _| {}));
     post.method = "POST";
     assert_eq!(proof_error(run(post).await), ProofError::HtmMismatch);
@@ -256,14 +175,8 @@ async fn htu_and_htm_rules() {
 
 #[tokio::test]
 async fn ath_rules() {
-    assert_eq!(
-        proof_error(run(Case::new(proof(|_, c| c["ath"] = json!("AAAA")))).await),
-        ProofError::AthMismatch
-    );
-    let r = run(Case::new(proof(|_, c| {
-        drop(c.as_object_mut().unwrap().remove("ath"))
-    })))
-    .await;
+    assert_eq!(proof_error(run(Case::new(proof(|_, c| c["ath"] = json!("AAAA")))).await), ProofError::AthMismatch);
+    let r = run(Case::new(proof(|_, c| drop(c.as_object_mut().unwrap().remove("ath"))))).await;
     assert_eq!(proof_error(r), ProofError::AthMismatch);
 }
 
@@ -271,85 +184,32 @@ async fn ath_rules() {
 async fn iat_window_is_minus_190_plus_180() {
     let at = |iat: i64| proof(move |_, c| c["iat"] = json!(1_767_225_600i64 + iat));
     run(Case::new(at(-190))).await.unwrap();
-    assert_eq!(
-        proof_error(run(Case::new(at(-191))).await),
-        ProofError::IatPast
-    );
+    assert_eq!(proof_error(run(Case::new(at(-191))).await), ProofError::IatPast);
     run(Case::new(at(180))).await.unwrap();
-    assert_eq!(
-        proof_error(run(Case::new(at(181))).await),
-        ProofError::IatFuture
-    );
-    assert_eq!(
-        proof_error(run(Case::new(proof(|_, c| c["iat"] = json!("now")))).await),
-        ProofError::IatType
-    );
-    assert_eq!(
-        proof_error(
-            run(Case::new(proof(
-                |_, c| c["exp"] = json!(1_767_225_600 - 180)
-            )))
-            .await
-        ),
-        ProofError::Exp
-    );
-    assert_eq!(
-        proof_error(
-            run(Case::new(proof(
-                |_, c| c["nbf"] = json!(1_767_225_600 + 181)
-            )))
-            .await
-        ),
-        ProofError::Nbf
-    );
+    assert_eq!(proof_error(run(Case::new(at(181))).await), ProofError::IatFuture);
+    assert_eq!(proof_error(run(Case::new(proof(|_, c| c["iat"] = json!("now")))).await), ProofError::IatType);
+    assert_eq!(proof_error(run(Case::new(proof(|_, c| c["exp"] = json!(1_767_225_600 - 180)))).await), ProofError::Exp);
+    assert_eq!(proof_error(run(Case::new(proof(|_, c| c["nbf"] = json!(1_767_225_600 + 181)))).await), ProofError::Nbf);
 }
 
 #[tokio::test]
 async fn header_rules() {
     for typ in ["DPOP+JWT", "application/dpop+jwt"] {
-        run(Case::new(proof(|h, _| h["typ"] = json!(typ))))
-            .await
-            .unwrap();
+        run(Case::new(proof(|h, _| h["typ"] = json!(typ)))).await.unwrap();
     }
-    assert_eq!(
-        proof_error(run(Case::new(proof(|h, _| h["typ"] = json!("JWT")))).await),
-        ProofError::Typ
-    );
+    assert_eq!(proof_error(run(Case::new(proof(|h, _| h["typ"] = json!("JWT")))).await), ProofError::Typ);
     let private = dpop_key().private_jwk();
-    assert_eq!(
-        proof_error(run(Case::new(proof(|h, _| h["jwk"] = private))).await),
-        ProofError::JwkPrivate
-    );
-    assert_eq!(
-        proof_error(run(Case::new(proof(|h, _| h["jwk"] = json!("x")))).await),
-        ProofError::JwkInvalid
-    );
+    assert_eq!(proof_error(run(Case::new(proof(|h, _| h["jwk"] = private))).await), ProofError::JwkPrivate);
+    assert_eq!(proof_error(run(Case::new(proof(|h, _| h["jwk"] = json!("x")))).await), ProofError::JwkInvalid);
     let other = SigningKey::generate().public_jwk();
+    assert_eq!(proof_error(run(Case::new(proof(|h, _| h["jwk"] = other))).await), ProofError::Signature);
+    assert_eq!(proof_error(run(Case::new(proof(|h, _| h["crit"] = json!(["x"])))).await), ProofError::Crit);
     assert_eq!(
-        proof_error(run(Case::new(proof(|h, _| h["jwk"] = other))).await),
-        ProofError::Signature
-    );
-    assert_eq!(
-        proof_error(run(Case::new(proof(|h, _| h["crit"] = json!(["x"])))).await),
-        ProofError::Crit
-    );
-    assert_eq!(
-        proof_error(
-            run(Case::new(proof(|_, c| drop(
-                c.as_object_mut().unwrap().remove("jti")
-            ))))
-            .await
-        ),
+        proof_error(run(Case::new(proof(|_, c| drop(c.as_object_mut().unwrap().remove("jti"))))).await),
         ProofError::JtiMissing
     );
-    assert_eq!(
-        proof_error(run(Case::new(proof(|_, c| c["jti"] = json!(7)))).await),
-        ProofError::JtiMissing
-    );
-    assert_eq!(
-        proof_error(run(Case::new("a.b".into())).await),
-        ProofError::Malformed
-    );
+    assert_eq!(proof_error(run(Case::new(proof(|_, c| c["jti"] = json!(7)))).await), ProofError::JtiMissing);
+    assert_eq!(proof_error(run(Case::new("a.b".into())).await), ProofError::Malformed);
 }
 
 #[tokio::test]
@@ -357,44 +217,25 @@ async fn dpop_header_rules() {
     let mut none = Case::new(String::new());
     none.proofs.clear();
     assert_eq!(proof_error(run(none).await), ProofError::Required);
-    assert_eq!(
-        proof_error(run(Case::new(String::new())).await),
-        ProofError::Empty
-    );
+    assert_eq!(proof_error(run(Case::new(String::new())).await), ProofError::Empty);
     let mut two = Case::new(PROOF.into());
     two.proofs.push(PROOF.into());
     assert_eq!(proof_error(run(two).await), ProofError::Multiple);
-    assert_eq!(
-        proof_error(run(Case::new("a".repeat(9000))).await),
-        ProofError::TooLarge
-    );
+    assert_eq!(proof_error(run(Case::new("a".repeat(9000))).await), ProofError::TooLarge);
 }
 
 #[tokio::test]
 async fn authorization_header_rules() {
-    let with = |auth: Vec<String>| Case {
-        method: "GET",
-        authorization: auth,
-        proofs: vec![PROOF.into()],
-    };
+    let with = |auth: Vec<String>| Case { method: "GET", authorization: auth, proofs: vec![PROOF.into()] };
     assert!(matches!(run(with(vec![])).await, Err(AuthError::Missing)));
-    assert!(matches!(
-        run(with(vec![format!("DPoP  {TOKEN}")])).await,
-        Err(AuthError::BadHeader)
-    ));
-    assert!(matches!(
-        run(with(vec![format!("Basic {TOKEN}")])).await,
-        Err(AuthError::BadHeader)
-    ));
+    assert!(matches!(run(with(vec![format!("DPoP  {TOKEN}")])).await, Err(AuthError::BadHeader)));
+    assert!(matches!(run(with(vec![format!("Basic {TOKEN}")])).await, Err(AuthError::BadHeader)));
     assert!(matches!(
         run(with(vec![format!("DPoP {TOKEN}"), format!("DPoP {TOKEN}")])).await,
         Err(AuthError::BadHeader)
     ));
     run(with(vec![format!("dpop {TOKEN}")])).await.unwrap();
-    assert_eq!(
-        token_error(run(with(vec![format!("Bearer {TOKEN}")])).await),
-        TokenError::BoundAsBearer
-    );
+    assert_eq!(token_error(run(with(vec![format!("Bearer {TOKEN}")])).await), TokenError::BoundAsBearer);
 }
 
 #[tokio::test]
@@ -405,13 +246,7 @@ async fn token_rules() {
     assert_eq!(token_error(run(case).await), TokenError::Binding);
 
     let dpop = state("did:web:other.example.com");
-    let r = run_with(
-        &Case::new(PROOF.into()),
-        &dpop,
-        &MemoryReplayStore::new(10),
-        T_MS,
-    )
-    .await;
+    let r = run_with(&Case::new(PROOF.into()), &dpop, &MemoryReplayStore::new(10), T_MS).await;
     let reason = token_error(r);
     assert_eq!(
         reason.message(),
@@ -427,10 +262,7 @@ async fn token_rules() {
         c["nonce"] = json!(nonce);
     });
     let r = run_with(&Case::new(p), &dpop, &MemoryReplayStore::new(10), later).await;
-    assert_eq!(
-        token_error(r).message(),
-        r#""exp" claim timestamp check failed"#
-    );
+    assert_eq!(token_error(r).message(), r#""exp" claim timestamp check failed"#);
 
     let mut garbage = Case::new(proof(|_, _| {}));
     garbage.authorization = vec!["DPoP not.a.token".into()];
@@ -449,21 +281,9 @@ async fn foreign_and_incomplete_tokens() {
     let base = json!({"iss": "https://auth.example.com", "sub": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "aud": "did:web:gateway.example.com",
         "iat": 1_767_225_600u64, "exp": 1_767_229_200u64, "jti": "tok-1", "scope": "atproto", "cnf": {"jkt": dpop_key.thumbprint()}});
     let cases: Vec<(Value, Value, TokenError)> = vec![
-        (
-            json!({"typ": "at+jwt", "kid": "as-key-1"}),
-            json!({}),
-            TokenError::Signature,
-        ),
-        (
-            json!({"typ": "at+jwt"}),
-            json!({"iss": "https://evil.example.com"}),
-            TokenError::UnknownIssuer,
-        ),
-        (
-            json!({"typ": "at+jwt", "kid": "unknown"}),
-            json!({}),
-            TokenError::NoKey,
-        ),
+        (json!({"typ": "at+jwt", "kid": "as-key-1"}), json!({}), TokenError::Signature),
+        (json!({"typ": "at+jwt"}), json!({"iss": "https://evil.example.com"}), TokenError::UnknownIssuer),
+        (json!({"typ": "at+jwt", "kid": "unknown"}), json!({}), TokenError::NoKey),
     ];
     for (header, changes, want) in cases {
         let mut claims = base.clone();

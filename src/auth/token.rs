@@ -50,9 +50,7 @@ pub fn is_did(s: &str) -> bool {
         && !method.is_empty()
         && method.bytes().all(|b| b.is_ascii_lowercase())
         && !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:%-".contains(&b))
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:%-".contains(&b))
         && !id.ends_with(':')
         && !id.ends_with('%')
 }
@@ -66,14 +64,8 @@ pub async fn verify_token(
 ) -> Result<VerifiedToken, AuthError> {
     let err = |r| token_err(scheme, r);
     let jws = jws::parse(token).map_err(|_| err(TokenError::Malformed))?;
-    let iss = jws
-        .claims
-        .get("iss")
-        .and_then(Value::as_str)
-        .ok_or_else(|| err(TokenError::UnknownIssuer))?;
-    let issuer = issuers
-        .get(iss)
-        .ok_or_else(|| err(TokenError::UnknownIssuer))?;
+    let iss = jws.claims.get("iss").and_then(Value::as_str).ok_or_else(|| err(TokenError::UnknownIssuer))?;
+    let issuer = issuers.get(iss).ok_or_else(|| err(TokenError::UnknownIssuer))?;
     if !issuer.config.algs.iter().any(|a| a == &jws.header.alg) {
         return Err(err(TokenError::Alg));
     }
@@ -85,8 +77,7 @@ pub async fn verify_token(
     let c = &jws.claims;
     let skew = issuer.config.clock_skew.as_secs() as f64;
     let now_f = now as f64;
-    let exp = number(c, "exp")
-        .ok_or_else(|| err(TokenError::Claim(r#""exp" claim must be a number"#)))?;
+    let exp = number(c, "exp").ok_or_else(|| err(TokenError::Claim(r#""exp" claim must be a number"#)))?;
     if exp + skew <= now_f {
         return Err(err(TokenError::Expired));
     }
@@ -102,19 +93,14 @@ pub async fn verify_token(
     }
     let sub = c.get("sub").and_then(Value::as_str).filter(|s| is_did(s));
     let sub = sub.ok_or_else(|| err(TokenError::Claim(r#""sub" claim must be a DID"#)))?;
-    if c.get("jti")
-        .and_then(Value::as_str)
-        .is_none_or(str::is_empty)
-    {
+    if c.get("jti").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err(err(TokenError::Claim(r#""jti" claim missing"#)));
     }
     let client_id = match c.get("client_id") {
         None => None,
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(_) => {
-            return Err(err(TokenError::Claim(
-                r#""client_id" claim must be a string"#,
-            )));
+            return Err(err(TokenError::Claim(r#""client_id" claim must be a string"#)));
         }
     };
     let jkt = match c.get("cnf") {
@@ -123,35 +109,25 @@ pub async fn verify_token(
             Some(Value::String(j)) if !j.is_empty() => Some(j.clone()),
             None => None,
             Some(_) => {
-                return Err(err(TokenError::Claim(
-                    r#""cnf.jkt" claim must be a string"#,
-                )));
+                return Err(err(TokenError::Claim(r#""cnf.jkt" claim must be a string"#)));
             }
         },
     };
     if !issuer.config.audiences.is_empty() {
         let ok = match c.get("aud") {
             Some(Value::String(a)) => issuer.config.audiences.contains(a),
-            Some(Value::Array(list)) => list
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|a| issuer.config.audiences.iter().any(|x| x == a)),
+            Some(Value::Array(list)) => {
+                list.iter().filter_map(Value::as_str).any(|a| issuer.config.audiences.iter().any(|x| x == a))
+            }
             _ => false,
         };
         if !ok {
             let got = match c.get("aud") {
                 Some(Value::String(a)) => a.clone(),
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "),
                 _ => String::new(),
             };
-            return Err(err(TokenError::Audience {
-                got,
-                expected: issuer.config.audiences.join(", "),
-            }));
+            return Err(err(TokenError::Audience { got, expected: issuer.config.audiences.join(", ") }));
         }
     }
     let scope = match c.get("scope") {
@@ -178,21 +154,12 @@ pub async fn verify_token(
 /// `typ` comparison as jose does it: lowercase, `application/` prefix dropped.
 pub fn normalize_typ(typ: &str) -> String {
     let lower = typ.to_ascii_lowercase();
-    lower
-        .strip_prefix("application/")
-        .map(str::to_owned)
-        .unwrap_or(lower)
+    lower.strip_prefix("application/").map(str::to_owned).unwrap_or(lower)
 }
 
-async fn check_signature(
-    issuer: &Issuer,
-    jws: &jws::Compact<'_>,
-    scheme: Scheme,
-) -> Result<(), AuthError> {
-    let unavailable = || AuthError::KeysUnavailable {
-        issuer: issuer.config.issuer.clone(),
-        cause: issuer.last_error(),
-    };
+async fn check_signature(issuer: &Issuer, jws: &jws::Compact<'_>, scheme: Scheme) -> Result<(), AuthError> {
+    let unavailable =
+        || AuthError::KeysUnavailable { issuer: issuer.config.issuer.clone(), cause: issuer.last_error() };
     let alg = jws.header.alg.as_str();
     let kid = jws.header.kid.as_deref();
     let mut refetched = false;
@@ -250,16 +217,8 @@ pub struct TokenCache {
 struct UntilExp;
 
 impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        token: &Arc<VerifiedToken>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+    fn expire_after_create(&self, _key: &[u8; 32], token: &Arc<VerifiedToken>, _now: Instant) -> Option<Duration> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
         Some(Duration::from_secs(token.exp.saturating_sub(now)))
     }
 }
@@ -267,12 +226,7 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
 impl TokenCache {
     /// A cache of at most `capacity` tokens.
     pub fn new(capacity: u64) -> TokenCache {
-        TokenCache {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilExp)
-                .build(),
-        }
+        TokenCache { cache: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilExp).build() }
     }
 
     /// A cached token still valid at `now`.

@@ -19,17 +19,12 @@ impl Validator<'_> {
         field: &str,
     ) -> Option<SecretRef> {
         match (env, file) {
-            (Some(e), None) => Some(SecretRef::Env {
-                name: e.value.clone(),
-                at: self.file(e, &format!("{field}_env")),
-            }),
+            (Some(e), None) => {
+                Some(SecretRef::Env { name: e.value.clone(), at: self.file(e, &format!("{field}_env")) })
+            }
             (None, Some(f)) => Some(SecretRef::File(self.file(f, &format!("{field}_file")))),
             (Some(_), Some(f)) => {
-                self.error(
-                    Place::of(f),
-                    format!("{field}_file"),
-                    format!("set {field}_env or {field}_file, not both"),
-                );
+                self.error(Place::of(f), format!("{field}_file"), format!("set {field}_env or {field}_file, not both"));
                 None
             }
             (None, None) => None,
@@ -38,9 +33,7 @@ impl Validator<'_> {
 
     fn size(&mut self, value: &Option<Spanned<String>>, field: &str, default: u64) -> u64 {
         match value {
-            Some(s) => self
-                .check(s, field, |t| super::units::parse_size(t))
-                .unwrap_or(default),
+            Some(s) => self.check(s, field, |t| super::units::parse_size(t)).unwrap_or(default),
             None => default,
         }
     }
@@ -52,43 +45,19 @@ impl Validator<'_> {
         if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&rotation)
             && let Some(r) = &raw.nonce_rotation
         {
-            self.error(
-                Place::of(r),
-                "dpop.nonce_rotation",
-                "must be between 1s and 60s",
-            );
+            self.error(Place::of(r), "dpop.nonce_rotation", "must be between 1s and 60s");
         }
-        let count =
-            |v: &mut Self, value: &Option<Spanned<u64>>, field: &str, default: u64| match value {
-                Some(n) => v
-                    .check(n, field, |&n| {
-                        if n == 0 {
-                            Err("must be at least 1".to_owned())
-                        } else {
-                            Ok(n)
-                        }
-                    })
-                    .unwrap_or(default),
-                None => default,
-            };
+        let count = |v: &mut Self, value: &Option<Spanned<u64>>, field: &str, default: u64| match value {
+            Some(n) => v
+                .check(n, field, |&n| if n == 0 { Err("must be at least 1".to_owned()) } else { Ok(n) })
+                .unwrap_or(default),
+            None => default,
+        };
         DpopConfig {
-            nonce_secret: self.secret(
-                &raw.nonce_secret_env,
-                &raw.nonce_secret_file,
-                "dpop.nonce_secret",
-            ),
+            nonce_secret: self.secret(&raw.nonce_secret_env, &raw.nonce_secret_file, "dpop.nonce_secret"),
             nonce_rotation: rotation,
-            max_proof_bytes: self.size(
-                &raw.max_proof_bytes,
-                "dpop.max_proof_bytes",
-                d.max_proof_bytes as u64,
-            ) as usize,
-            replay_capacity: count(
-                self,
-                &raw.replay_capacity,
-                "dpop.replay_capacity",
-                d.replay_capacity,
-            ),
+            max_proof_bytes: self.size(&raw.max_proof_bytes, "dpop.max_proof_bytes", d.max_proof_bytes as u64) as usize,
+            replay_capacity: count(self, &raw.replay_capacity, "dpop.replay_capacity", d.replay_capacity),
             token_cache_capacity: count(
                 self,
                 &raw.token_cache_capacity,
@@ -104,11 +73,7 @@ impl Validator<'_> {
             let field = format!("issuers[{i}]");
             if let Some(issuer) = self.issuer(&r.value, &field, Place::of(r)) {
                 if out.iter().any(|o| o.issuer == issuer.issuer) {
-                    self.error(
-                        Place::of(&r.value.issuer),
-                        format!("{field}.issuer"),
-                        "duplicate issuer",
-                    );
+                    self.error(Place::of(&r.value.issuer), format!("{field}.issuer"), "duplicate issuer");
                     continue;
                 }
                 out.push(issuer);
@@ -121,8 +86,11 @@ impl Validator<'_> {
         let issuer = self.check(&raw.issuer, format!("{field}.issuer"), |s| {
             let u = url::Url::parse(s).map_err(|e| format!("invalid issuer URL {s:?}: {e}"))?;
             let origin_only = u.path() == "/" && !s.ends_with('/');
-            if !matches!(u.scheme(), "https" | "http") || u.query().is_some() || u.fragment().is_some() || !origin_only {
-                return Err(format!("invalid issuer {s:?} (expected an origin like https://auth.example.com, no trailing slash)"));
+            if !matches!(u.scheme(), "https" | "http") || u.query().is_some() || u.fragment().is_some() || !origin_only
+            {
+                return Err(format!(
+                    "invalid issuer {s:?} (expected an origin like https://auth.example.com, no trailing slash)"
+                ));
             }
             Ok(s.clone())
         });
@@ -143,22 +111,16 @@ impl Validator<'_> {
             sources.push((KeySource::JwksUri(url), Place::of(u)));
         }
         if let Some(f) = &raw.jwks_file {
-            sources.push((
-                KeySource::JwksFile(self.file(f, &format!("{field}.jwks_file"))),
-                Place::of(f),
-            ));
+            sources.push((KeySource::JwksFile(self.file(f, &format!("{field}.jwks_file"))), Place::of(f)));
         }
-        if let Some(secret) = self.secret(
-            &raw.hs256_secret_env,
-            &raw.hs256_secret_file,
-            &format!("{field}.hs256_secret"),
-        ) {
+        if let Some(secret) =
+            self.secret(&raw.hs256_secret_env, &raw.hs256_secret_file, &format!("{field}.hs256_secret"))
+        {
             let p = secret.origin().place;
             sources.push((KeySource::Hs256(secret), p));
         }
         if let Some(k) = &raw.public_key
-            && let Some(jwk) =
-                self.public_key(&k.value, &format!("{field}.public_key"), Place::of(k))
+            && let Some(jwk) = self.public_key(&k.value, &format!("{field}.public_key"), Place::of(k))
         {
             sources.push((KeySource::PublicKey(jwk), Place::of(k)));
         }
@@ -173,11 +135,7 @@ impl Validator<'_> {
                 None
             }
             _ => {
-                self.error(
-                    sources[1].1,
-                    field,
-                    "more than one key source; keep exactly one",
-                );
+                self.error(sources[1].1, field, "more than one key source; keep exactly one");
                 None
             }
         };
@@ -188,9 +146,7 @@ impl Validator<'_> {
                 for (j, a) in list.iter().enumerate() {
                     if let Some(alg) = self.check(a, format!("{field}.algs[{j}]"), |s| {
                         if !TOKEN_ALGS.contains(&s.as_str()) {
-                            Err(format!(
-                                "unsupported alg {s:?} (expected ES256, ES256K or HS256)"
-                            ))
+                            Err(format!("unsupported alg {s:?} (expected ES256, ES256K or HS256)"))
                         } else if (s == "HS256") != hs256 {
                             Err("HS256 goes with an hs256_secret, and only HS256 does".to_owned())
                         } else {
@@ -215,16 +171,8 @@ impl Validator<'_> {
                 Some(v) if v.value == "0s" => Duration::ZERO,
                 other => self.duration(other, &format!("{field}.clock_skew"), Duration::ZERO),
             },
-            jwks_refresh: self.duration(
-                &raw.jwks_refresh,
-                &format!("{field}.jwks_refresh"),
-                Duration::from_secs(300),
-            ),
-            max_stale: self.duration(
-                &raw.max_stale,
-                &format!("{field}.max_stale"),
-                Duration::from_secs(86_400),
-            ),
+            jwks_refresh: self.duration(&raw.jwks_refresh, &format!("{field}.jwks_refresh"), Duration::from_secs(300)),
+            max_stale: self.duration(&raw.max_stale, &format!("{field}.max_stale"), Duration::from_secs(86_400)),
         })
     }
 
@@ -239,13 +187,10 @@ impl Validator<'_> {
                     "ES256" => "P-256",
                     "ES256K" => "secp256k1",
                     other => {
-                        return Err(format!(
-                            "unsupported alg {other:?} (expected ES256 or ES256K)"
-                        ));
+                        return Err(format!("unsupported alg {other:?} (expected ES256 or ES256K)"));
                     }
                 };
-                crate::jose::jwk::from_sec1(crv, &decode_hex(h).ok_or("invalid hex")?)
-                    .map_err(|e| e.to_string())
+                crate::jose::jwk::from_sec1(crv, &decode_hex(h).ok_or("invalid hex")?).map_err(|e| e.to_string())
             }),
             _ => {
                 self.error(place, field, "expected either jwk: {...} or alg + hex");
@@ -267,11 +212,7 @@ impl Validator<'_> {
             allow_private_addresses: raw.allow_private_addresses,
             allow_http: raw.allow_http,
             timeout: self.duration(&raw.timeout, "outbound.timeout", d.timeout),
-            max_response_bytes: self.size(
-                &raw.max_response_bytes,
-                "outbound.max_response_bytes",
-                d.max_response_bytes,
-            ),
+            max_response_bytes: self.size(&raw.max_response_bytes, "outbound.max_response_bytes", d.max_response_bytes),
         }
     }
 }
@@ -281,8 +222,5 @@ pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }

@@ -20,10 +20,7 @@ impl Place {
 
 impl From<serde_saphyr::Location> for Place {
     fn from(l: serde_saphyr::Location) -> Self {
-        Place {
-            line: l.line(),
-            column: l.column(),
-        }
+        Place { line: l.line(), column: l.column() }
     }
 }
 
@@ -42,11 +39,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: ",
-            self.origin, self.place.line, self.place.column
-        )?;
+        write!(f, "{}:{}:{}: ", self.origin, self.place.line, self.place.column)?;
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
         }

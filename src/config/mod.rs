@@ -71,18 +71,12 @@ pub struct FileRef {
 impl FileRef {
     /// Reads the file, or says why not in config-error form.
     pub fn read(&self) -> Result<Vec<u8>, ConfigError> {
-        std::fs::read(&self.path)
-            .map_err(|e| self.error(format!("cannot read {}: {e}", self.path.display())))
+        std::fs::read(&self.path).map_err(|e| self.error(format!("cannot read {}: {e}", self.path.display())))
     }
 
     /// An error about this file's contents, placed at the field that names it.
     pub fn error(&self, message: String) -> ConfigError {
-        ConfigError {
-            origin: self.origin.clone(),
-            place: self.place,
-            field: self.field.clone(),
-            message,
-        }
+        ConfigError { origin: self.origin.clone(), place: self.place, field: self.field.clone(), message }
     }
 }
 

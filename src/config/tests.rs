@@ -21,36 +21,18 @@ fn example_config_parses() {
     let c = Config::parse(EXAMPLE, "config/atgate.yaml").expect("example config is valid");
     assert_eq!(c.listen, vec!["0.0.0.0:8080".parse().unwrap()]);
     assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
-    assert_eq!(
-        c.public_url.as_ref().map(|u| u.as_str()),
-        Some("https://gateway.example.com/")
-    );
+    assert_eq!(c.public_url.as_ref().map(|u| u.as_str()), Some("https://gateway.example.com/"));
     assert_eq!(c.trusted_proxies.len(), 2);
     assert_eq!(c.limits.max_body, 10 << 20);
     assert_eq!(c.routes.len(), 5);
     let feeds = &c.upstreams[1];
-    assert_eq!(
-        (feeds.name.as_str(), feeds.base_path.as_str()),
-        ("feeds", "/base")
-    );
+    assert_eq!((feeds.name.as_str(), feeds.base_path.as_str()), ("feeds", "/base"));
     assert_eq!(feeds.timeout, Duration::from_secs(10));
     let api = c.routes.iter().find(|r| r.name == "api").unwrap();
-    assert_eq!(
-        api.key.host,
-        Some(HostPattern::Exact("api.example.com".into()))
-    );
-    assert_eq!(
-        api.rewrite,
-        Some(Rewrite::Replace {
-            matched: "/v1/".into(),
-            with: "/api/v1/".into()
-        })
-    );
+    assert_eq!(api.key.host, Some(HostPattern::Exact("api.example.com".into())));
+    assert_eq!(api.rewrite, Some(Rewrite::Replace { matched: "/v1/".into(), with: "/api/v1/".into() }));
     let feed = c.routes.iter().find(|r| r.name == "feed-xrpc").unwrap();
-    assert_eq!(
-        feed.key.path,
-        PathPattern::Glob("/xrpc/app.bsky.feed.*".into())
-    );
+    assert_eq!(feed.key.path, PathPattern::Glob("/xrpc/app.bsky.feed.*".into()));
     assert_eq!(feed.key.methods, Some(vec![http::Method::GET]));
 }
 
@@ -104,19 +86,13 @@ routes:
             "routes[0].upstream"
         ]
     );
-    assert!(
-        errs.iter()
-            .all(|e| e.place.line > 0 && e.origin == "t.yaml")
-    );
+    assert!(errs.iter().all(|e| e.place.line > 0 && e.origin == "t.yaml"));
 }
 
 #[test]
 fn empty_config_is_an_error() {
     let e = Config::parse("  \n", "e.yaml").unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "e.yaml:1:1: config is empty (expected at least listen, upstreams and routes)"
-    );
+    assert_eq!(e.to_string(), "e.yaml:1:1: config is empty (expected at least listen, upstreams and routes)");
 }
 
 proptest! {

@@ -4,9 +4,7 @@ use std::time::Duration;
 
 /// Parses `<number><unit>` with unit `ms`, `s`, `m` or `h`, e.g. `30s`, `1500ms`, `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("invalid duration {text:?} (expected a number and a unit: ms, s, m or h, e.g. 30s)")
-    };
+    let bad = || format!("invalid duration {text:?} (expected a number and a unit: ms, s, m or h, e.g. 30s)");
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (num, unit) = t.split_at(split);
@@ -24,11 +22,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parses a byte size: a plain number of bytes, or a number with `B`, `KiB`, `MiB`, `GiB`
 /// (or the decimal `KB`, `MB`, `GB`).
 pub fn parse_size(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!(
-            "invalid size {text:?} (expected bytes, or a number with KiB, MiB or GiB, e.g. 10MiB)"
-        )
-    };
+    let bad = || format!("invalid size {text:?} (expected bytes, or a number with KiB, MiB or GiB, e.g. 10MiB)");
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -56,16 +50,7 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in [
-            "",
-            "s",
-            "30",
-            "30 s",
-            "-1s",
-            "1.5s",
-            "30sec",
-            "99999999999999999999h",
-        ] {
+        for bad in ["", "s", "30", "30 s", "-1s", "1.5s", "30sec", "99999999999999999999h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should fail");
         }
     }

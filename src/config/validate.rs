@@ -8,17 +8,14 @@ use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::raw::{RawConfig, RawLimits, RawRoute, RawUpstream};
 use super::{
-    AuthMethod, Config, ConfigError, ConfigErrors, FileRef, Limits, LogConfig, Place, Rewrite,
-    RouteConfig, TlsFiles, UpstreamConfig,
+    AuthMethod, Config, ConfigError, ConfigErrors, FileRef, Limits, LogConfig, Place, Rewrite, RouteConfig, TlsFiles,
+    UpstreamConfig,
 };
 use crate::router::pattern::{HostPattern, MatchKey, PathPattern};
 
 pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigErrors> {
     let raw = deserialize(text, origin)?;
-    let mut v = Validator {
-        origin,
-        errors: Vec::new(),
-    };
+    let mut v = Validator { origin, errors: Vec::new() };
     let config = v.config(raw);
     if v.errors.is_empty() {
         Ok(config)
@@ -59,38 +56,21 @@ fn deserialize(text: &str, origin: &str) -> Result<RawConfig, ConfigErrors> {
     }
     let err = err.without_snippet();
     let join = |field: &str, name: &str| {
-        if field.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{field}.{name}")
-        }
+        if field.is_empty() { name.to_owned() } else { format!("{field}.{name}") }
     };
     let (field, message) = match err {
-        serde_saphyr::Error::SerdeUnknownField {
-            field: name,
-            expected,
-            ..
-        } => (
+        serde_saphyr::Error::SerdeUnknownField { field: name, expected, .. } => (
             // The recorded path already ends in the unknown key.
             match field.strip_suffix(name.as_str()) {
                 Some(parent) => join(parent.trim_end_matches('.'), name),
                 None => join(&field, name),
             },
-            format!(
-                "unknown field {name:?} (expected one of: {})",
-                expected.join(", ")
-            ),
+            format!("unknown field {name:?} (expected one of: {})", expected.join(", ")),
         ),
-        serde_saphyr::Error::SerdeMissingField { field: name, .. } => (
-            join(&field, name),
-            format!("missing required field {name:?}"),
-        ),
-        other => (
-            field,
-            serde_saphyr::UserMessageFormatter
-                .format_message(other)
-                .into_owned(),
-        ),
+        serde_saphyr::Error::SerdeMissingField { field: name, .. } => {
+            (join(&field, name), format!("missing required field {name:?}"))
+        }
+        other => (field, serde_saphyr::UserMessageFormatter.format_message(other).into_owned()),
     };
     Err(ConfigErrors(vec![ConfigError {
         origin: origin.to_owned(),
@@ -106,12 +86,7 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    pub(super) fn error(
-        &mut self,
-        place: Place,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) {
+    pub(super) fn error(&mut self, place: Place, field: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError {
             origin: self.origin.to_owned(),
             place,
@@ -148,12 +123,7 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn duration(
-        &mut self,
-        value: &Option<Spanned<String>>,
-        field: &str,
-        default: Duration,
-    ) -> Duration {
+    pub(super) fn duration(&mut self, value: &Option<Spanned<String>>, field: &str, default: Duration) -> Duration {
         let Some(v) = value else { return default };
         match self.check(v, field, |s| super::units::parse_duration(s)) {
             Some(d) if d.is_zero() => {
@@ -179,11 +149,7 @@ impl Validator<'_> {
                 addrs
             }
             Some(list) => {
-                self.error(
-                    Place::of(list),
-                    "listen",
-                    "empty list (omit it for the default 0.0.0.0:8080)",
-                );
+                self.error(Place::of(list), "listen", "empty list (omit it for the default 0.0.0.0:8080)");
                 Vec::new()
             }
             None => vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
@@ -193,36 +159,27 @@ impl Validator<'_> {
             Some(a) => self.check(a, "admin_listen", |s| socket_addr(s)),
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         };
-        let public_url = raw
-            .public_url
-            .as_ref()
-            .and_then(|u| self.check(u, "public_url", |s| public_url(s)));
+        let public_url = raw.public_url.as_ref().and_then(|u| self.check(u, "public_url", |s| public_url(s)));
         let trusted_proxies = raw
             .trusted_proxies
             .iter()
             .enumerate()
             .filter_map(|(i, c)| self.check(c, format!("trusted_proxies[{i}]"), |s| cidr(s)))
             .collect();
-        let tls = raw.tls.as_ref().map(|t| TlsFiles {
-            cert: self.file(&t.cert, "tls.cert"),
-            key: self.file(&t.key, "tls.key"),
-        });
+        let tls = raw
+            .tls
+            .as_ref()
+            .map(|t| TlsFiles { cert: self.file(&t.cert, "tls.cert"), key: self.file(&t.key, "tls.key") });
         let limits = self.limits(&raw.limits);
         let log = LogConfig {
-            level: raw
-                .log
-                .level
-                .as_ref()
-                .map_or_else(|| "info".to_owned(), |l| l.value.clone()),
+            level: raw.log.level.as_ref().map_or_else(|| "info".to_owned(), |l| l.value.clone()),
             json: match &raw.log.format {
                 None => true,
                 Some(f) => self
                     .check(f, "log.format", |s| match s.as_str() {
                         "json" => Ok(true),
                         "text" => Ok(false),
-                        other => Err(format!(
-                            "unknown log format {other:?} (expected json or text)"
-                        )),
+                        other => Err(format!("unknown log format {other:?} (expected json or text)")),
                     })
                     .unwrap_or(true),
             },
@@ -232,11 +189,7 @@ impl Validator<'_> {
         for (name, up) in &raw.upstreams.0 {
             let field = format!("upstreams.{}", name.value);
             if upstreams.iter().any(|u| u.name == name.value) {
-                self.error(
-                    Place::of(name),
-                    &field,
-                    format!("duplicate upstream name {:?}", name.value),
-                );
+                self.error(Place::of(name), &field, format!("duplicate upstream name {:?}", name.value));
             }
             if let Some(u) = self.upstream(&name.value, up, &field) {
                 upstreams.push(u);
@@ -255,10 +208,7 @@ impl Validator<'_> {
                         format!("duplicate route name {:?} (also routes[{j}])", route.name),
                     );
                 }
-                if let Some(j) = routes
-                    .iter()
-                    .position(|o| o.key.is_ambiguous_with(&route.key))
-                {
+                if let Some(j) = routes.iter().position(|o| o.key.is_ambiguous_with(&route.key)) {
                     self.error(
                         Place::of(&r.value.matches.path),
                         format!("{field}.match"),
@@ -274,21 +224,14 @@ impl Validator<'_> {
             }
         }
         if raw.routes.is_empty() {
-            self.error(
-                Place { line: 1, column: 1 },
-                "routes",
-                "no routes (every request would get 404)",
-            );
+            self.error(Place { line: 1, column: 1 }, "routes", "no routes (every request would get 404)");
         }
 
         let dpop = self.dpop(raw.dpop.as_ref());
         let issuers = self.issuers(&raw.issuers);
         let outbound = self.outbound(&raw.outbound);
         if issuers.is_empty()
-            && let Some((i, r)) = routes
-                .iter()
-                .enumerate()
-                .find(|(_, r)| r.auth == AuthMethod::Dpop)
+            && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth == AuthMethod::Dpop)
         {
             self.error(
                 places[i],
@@ -316,32 +259,15 @@ impl Validator<'_> {
 
     fn limits(&mut self, raw: &RawLimits) -> Limits {
         let d = Limits::default();
-        let size = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default: u64| {
-            match value {
-                Some(s) => v
-                    .check(s, field, |t| super::units::parse_size(t))
-                    .unwrap_or(default),
-                None => default,
-            }
+        let size = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default: u64| match value {
+            Some(s) => v.check(s, field, |t| super::units::parse_size(t)).unwrap_or(default),
+            None => default,
         };
         Limits {
             max_body: size(self, &raw.max_body, "limits.max_body", d.max_body),
-            max_header_bytes: size(
-                self,
-                &raw.max_header_bytes,
-                "limits.max_header_bytes",
-                d.max_header_bytes,
-            ),
-            header_timeout: self.duration(
-                &raw.header_timeout,
-                "limits.header_timeout",
-                d.header_timeout,
-            ),
-            request_timeout: self.duration(
-                &raw.request_timeout,
-                "limits.request_timeout",
-                d.request_timeout,
-            ),
+            max_header_bytes: size(self, &raw.max_header_bytes, "limits.max_header_bytes", d.max_header_bytes),
+            header_timeout: self.duration(&raw.header_timeout, "limits.header_timeout", d.header_timeout),
+            request_timeout: self.duration(&raw.request_timeout, "limits.request_timeout", d.request_timeout),
             max_concurrent_requests: match &raw.max_concurrent_requests {
                 Some(n) => self
                     .check(n, "limits.max_concurrent_requests", |&n| match n {
@@ -351,11 +277,7 @@ impl Validator<'_> {
                     .unwrap_or(d.max_concurrent_requests),
                 None => d.max_concurrent_requests,
             },
-            shutdown_timeout: self.duration(
-                &raw.shutdown_timeout,
-                "limits.shutdown_timeout",
-                d.shutdown_timeout,
-            ),
+            shutdown_timeout: self.duration(&raw.shutdown_timeout, "limits.shutdown_timeout", d.shutdown_timeout),
         }
     }
 
@@ -366,11 +288,7 @@ impl Validator<'_> {
             scheme: url.0,
             authority: url.1,
             base_path: url.2,
-            timeout: self.duration(
-                &raw.timeout,
-                &format!("{field}.timeout"),
-                Duration::from_secs(30),
-            ),
+            timeout: self.duration(&raw.timeout, &format!("{field}.timeout"), Duration::from_secs(30)),
             connect_timeout: self.duration(
                 &raw.connect_timeout,
                 &format!("{field}.connect_timeout"),
@@ -394,20 +312,14 @@ impl Validator<'_> {
     ) -> Option<RouteConfig> {
         let name = self.check(&raw.name, format!("{field}.name"), |s| route_name(s));
         let host = match &raw.matches.host {
-            Some(h) => {
-                Some(self.check(h, format!("{field}.match.host"), |s| HostPattern::parse(s))?)
-            }
+            Some(h) => Some(self.check(h, format!("{field}.match.host"), |s| HostPattern::parse(s))?),
             None => None,
         };
-        let path = self.check(&raw.matches.path, format!("{field}.match.path"), |s| {
-            PathPattern::parse(s)
-        });
+        let path = self.check(&raw.matches.path, format!("{field}.match.path"), |s| PathPattern::parse(s));
         let methods = raw.matches.methods.as_ref().map(|ms| {
             ms.iter()
                 .enumerate()
-                .filter_map(|(i, m)| {
-                    self.check(m, format!("{field}.match.methods[{i}]"), |s| method(s))
-                })
+                .filter_map(|(i, m)| self.check(m, format!("{field}.match.methods[{i}]"), |s| method(s)))
                 .collect::<Vec<_>>()
         });
         if let Some(ms) = &raw.matches.methods
@@ -425,38 +337,23 @@ impl Validator<'_> {
                     // Defined but invalid: its own error says why.
                     return String::new();
                 }
-                let known: Vec<&str> = all
-                    .upstreams
-                    .0
-                    .iter()
-                    .map(|(n, _)| n.value.as_str())
-                    .collect();
+                let known: Vec<&str> = all.upstreams.0.iter().map(|(n, _)| n.value.as_str()).collect();
                 format!(
                     "unknown upstream {s:?} (defined: {})",
-                    if known.is_empty() {
-                        "none".into()
-                    } else {
-                        known.join(", ")
-                    }
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
                 )
             })
         });
         let auth = self.check(&raw.auth, format!("{field}.auth"), |s| match s.as_str() {
             "none" => Ok(AuthMethod::None),
             "dpop" => Ok(AuthMethod::Dpop),
-            other => Err(format!(
-                "unknown auth method {other:?} (expected: none or dpop)"
-            )),
+            other => Err(format!("unknown auth method {other:?} (expected: none or dpop)")),
         });
         let path = path?;
         let rewrite = self.rewrite(raw, field, &path);
         Some(RouteConfig {
             name: name?,
-            key: MatchKey {
-                host,
-                path,
-                methods,
-            },
+            key: MatchKey { host, path, methods },
             upstream: upstream?,
             auth: auth?,
             forward_credentials: raw.forward_credentials,
@@ -464,33 +361,19 @@ impl Validator<'_> {
         })
     }
 
-    fn rewrite(
-        &mut self,
-        raw: &RawRoute,
-        field: &str,
-        path: &PathPattern,
-    ) -> Result<Option<Rewrite>, ()> {
+    fn rewrite(&mut self, raw: &RawRoute, field: &str, path: &PathPattern) -> Result<Option<Rewrite>, ()> {
         match (&raw.strip_prefix, &raw.rewrite) {
             (None, None) => Ok(None),
             (Some(_), Some(r)) => {
-                self.error(
-                    Place::of(r),
-                    format!("{field}.rewrite"),
-                    "strip_prefix and rewrite cannot both be set",
-                );
+                self.error(Place::of(r), format!("{field}.rewrite"), "strip_prefix and rewrite cannot both be set");
                 Err(())
             }
             (Some(s), None) => self
                 .check(s, format!("{field}.strip_prefix"), |p| {
                     if !p.starts_with('/') || p.len() < 2 {
-                        Err(format!(
-                            "invalid prefix {p:?} (must start with / and not be / alone)"
-                        ))
+                        Err(format!("invalid prefix {p:?} (must start with / and not be / alone)"))
                     } else if !path.literal_prefix().starts_with(p.as_str()) {
-                        Err(format!(
-                            "{p:?} is not a prefix of the route's path {:?}",
-                            path.as_str()
-                        ))
+                        Err(format!("{p:?} is not a prefix of the route's path {:?}", path.as_str()))
                     } else {
                         Ok(Some(Rewrite::StripPrefix(p.clone())))
                     }
@@ -502,16 +385,11 @@ impl Validator<'_> {
                         return Err(format!("invalid rewrite {w:?} (must start with /)"));
                     }
                     match path {
-                        PathPattern::Glob(_) => {
-                            Err("rewrite needs an exact or prefix path, not a glob".into())
+                        PathPattern::Glob(_) => Err("rewrite needs an exact or prefix path, not a glob".into()),
+                        PathPattern::Prefix(_) if !w.ends_with('/') => {
+                            Err(format!("rewrite {w:?} must end with / like the route's prefix"))
                         }
-                        PathPattern::Prefix(_) if !w.ends_with('/') => Err(format!(
-                            "rewrite {w:?} must end with / like the route's prefix"
-                        )),
-                        _ => Ok(Some(Rewrite::Replace {
-                            matched: path.as_str().to_owned(),
-                            with: w.clone(),
-                        })),
+                        _ => Ok(Some(Rewrite::Replace { matched: path.as_str().to_owned(), with: w.clone() })),
                     }
                 })
                 .ok_or(()),
@@ -520,26 +398,20 @@ impl Validator<'_> {
 }
 
 fn socket_addr(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!("invalid address {s:?} (expected IP:PORT, e.g. 0.0.0.0:8080 or [::]:8443)")
-    })
+    s.parse().map_err(|_| format!("invalid address {s:?} (expected IP:PORT, e.g. 0.0.0.0:8080 or [::]:8443)"))
 }
 
 fn cidr(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
         .map(|n| n.trunc())
-        .map_err(|_| {
-            format!("invalid CIDR {s:?} (expected e.g. 10.0.0.0/8, fd00::/8 or 192.0.2.7)")
-        })
+        .map_err(|_| format!("invalid CIDR {s:?} (expected e.g. 10.0.0.0/8, fd00::/8 or 192.0.2.7)"))
 }
 
 fn public_url(s: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(s).map_err(|e| format!("invalid URL {s:?}: {e}"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
-        return Err(format!(
-            "invalid public URL {s:?} (expected http(s)://host[:port])"
-        ));
+        return Err(format!("invalid public URL {s:?} (expected http(s)://host[:port])"));
     }
     if u.path() != "/"
         || u.query().is_some()
@@ -547,23 +419,16 @@ fn public_url(s: &str) -> Result<url::Url, String> {
         || !u.username().is_empty()
         || u.password().is_some()
     {
-        return Err(format!(
-            "public_url {s:?} must be an origin: no path, query, fragment or credentials"
-        ));
+        return Err(format!("public_url {s:?} must be an origin: no path, query, fragment or credentials"));
     }
     Ok(u)
 }
 
 fn upstream_url(s: &str) -> Result<(http::uri::Scheme, http::uri::Authority, String), String> {
     let uri: http::Uri = s.parse().map_err(|_| format!("invalid URL {s:?}"))?;
-    let scheme = uri
-        .scheme()
-        .cloned()
-        .filter(|sc| sc == &http::uri::Scheme::HTTP || sc == &http::uri::Scheme::HTTPS);
+    let scheme = uri.scheme().cloned().filter(|sc| sc == &http::uri::Scheme::HTTP || sc == &http::uri::Scheme::HTTPS);
     let (Some(scheme), Some(authority)) = (scheme, uri.authority().cloned()) else {
-        return Err(format!(
-            "invalid upstream URL {s:?} (expected http://host:port or https://host[:port][/base])"
-        ));
+        return Err(format!("invalid upstream URL {s:?} (expected http://host:port or https://host[:port][/base])"));
     };
     if authority.as_str().contains('@') {
         return Err(format!("upstream URL {s:?} must not contain credentials"));
@@ -576,16 +441,11 @@ fn upstream_url(s: &str) -> Result<(http::uri::Scheme, http::uri::Authority, Str
 }
 
 fn route_name(s: &str) -> Result<String, String> {
-    let ok = !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if ok {
         Ok(s.to_owned())
     } else {
-        Err(format!(
-            "invalid route name {s:?} (1-64 characters: letters, digits, - _ .)"
-        ))
+        Err(format!("invalid route name {s:?} (1-64 characters: letters, digits, - _ .)"))
     }
 }
 
@@ -593,8 +453,6 @@ fn method(s: &str) -> Result<http::Method, String> {
     let ok = !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase());
     match http::Method::from_bytes(s.as_bytes()) {
         Ok(m) if ok => Ok(m),
-        _ => Err(format!(
-            "invalid method {s:?} (expected an upper-case HTTP method like GET or POST)"
-        )),
+        _ => Err(format!("invalid method {s:?} (expected an upper-case HTTP method like GET or POST)")),
     }
 }

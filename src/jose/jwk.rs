@@ -118,9 +118,9 @@ impl Jwk {
             "P-256" => ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
                 .map(PublicKey::P256)
                 .map_err(|_| JwkError::BadPoint),
-            _ => k256::ecdsa::VerifyingKey::from_sec1_bytes(&point)
-                .map(PublicKey::K256)
-                .map_err(|_| JwkError::BadPoint),
+            _ => {
+                k256::ecdsa::VerifyingKey::from_sec1_bytes(&point).map(PublicKey::K256).map_err(|_| JwkError::BadPoint)
+            }
         }
     }
 
@@ -129,26 +129,18 @@ impl Jwk {
         let (crv, x, y) = self.coordinates()?;
         // Members sorted, no whitespace (RFC 7638 §3.2). The values are checked to be
         // base64url, so they need no JSON escaping.
-        let b64 = |s: &str| {
-            s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
+        let b64 = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !b64(x) || !b64(y) {
             return Err(JwkError::Shape);
         }
-        Ok(sha256_b64url(
-            format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#).as_bytes(),
-        ))
+        Ok(sha256_b64url(format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#).as_bytes()))
     }
 
     /// Whether a JWKS entry is meant for verifying signatures (`use` `sig` or absent,
     /// `key_ops` absent or including `verify`).
     pub fn is_for_verification(&self) -> bool {
         self.use_.as_deref().is_none_or(|u| u == "sig")
-            && self
-                .key_ops
-                .as_ref()
-                .is_none_or(|ops| ops.iter().any(|o| o == "verify"))
+            && self.key_ops.as_ref().is_none_or(|ops| ops.iter().any(|o| o == "verify"))
     }
 }
 
@@ -161,8 +153,7 @@ pub fn from_sec1(crv: &str, point: &[u8]) -> Result<Jwk, JwkError> {
             key.to_encoded_point(false).as_bytes().to_vec()
         }
         "secp256k1" => {
-            let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(point)
-                .map_err(|_| JwkError::BadPoint)?;
+            let key = k256::ecdsa::VerifyingKey::from_sec1_bytes(point).map_err(|_| JwkError::BadPoint)?;
             key.to_encoded_point(false).as_bytes().to_vec()
         }
         _ => return Err(JwkError::Unsupported),
@@ -242,18 +233,12 @@ mod tests {
     }
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     #[test]
     fn thumbprint_vector() {
-        assert_eq!(
-            jwk(DPOP_JWK).thumbprint().unwrap(),
-            "J1-h8YxSJ-FVs_JVy8pUqwjiE45mUrkpsEv57JhLCA0"
-        );
+        assert_eq!(jwk(DPOP_JWK).thumbprint().unwrap(), "J1-h8YxSJ-FVs_JVy8pUqwjiE45mUrkpsEv57JhLCA0");
     }
 
     #[test]
@@ -262,52 +247,22 @@ mod tests {
         assert!(key.is_for_verification());
         let key = key.public_key().unwrap();
         let jws = jws::parse(TOKEN).unwrap();
-        assert!(key.verify(
-            Alg::Es256,
-            jws.signing_input.as_bytes(),
-            &jws.signature,
-            false
-        ));
+        assert!(key.verify(Alg::Es256, jws.signing_input.as_bytes(), &jws.signature, false));
         // Another key, another message, another alg: all fail.
         let other = jwk(DPOP_JWK).public_key().unwrap();
-        assert!(!other.verify(
-            Alg::Es256,
-            jws.signing_input.as_bytes(),
-            &jws.signature,
-            false
-        ));
+        assert!(!other.verify(Alg::Es256, jws.signing_input.as_bytes(), &jws.signature, false));
         assert!(!key.verify(Alg::Es256, b"tampered", &jws.signature, false));
-        assert!(!key.verify(
-            Alg::Es256k,
-            jws.signing_input.as_bytes(),
-            &jws.signature,
-            false
-        ));
+        assert!(!key.verify(Alg::Es256k, jws.signing_input.as_bytes(), &jws.signature, false));
     }
 
     #[test]
     fn es256k_low_and_high_s() {
         let key = k256_key();
         let low = jws::parse(K256_LOW).unwrap();
-        assert!(key.verify(
-            Alg::Es256k,
-            low.signing_input.as_bytes(),
-            &low.signature,
-            false
-        ));
+        assert!(key.verify(Alg::Es256k, low.signing_input.as_bytes(), &low.signature, false));
         let high = jws::parse(K256_HIGH).unwrap();
-        assert!(key.verify(
-            Alg::Es256k,
-            high.signing_input.as_bytes(),
-            &high.signature,
-            true
-        ));
-        assert!(!key.verify(
-            Alg::Es256k,
-            high.signing_input.as_bytes(),
-            &high.signature,
-            false
-        ));
+        assert!(key.verify(Alg::Es256k, high.signing_input.as_bytes(), &high.signature, true));
+        assert!(!key.verify(Alg::Es256k, high.signing_input.as_bytes(), &high.signature, false));
     }
 
     #[test]
@@ -320,10 +275,7 @@ mod tests {
         assert_eq!(jwk(oct).public_key().unwrap_err(), JwkError::Unsupported);
         let p384 = r#"{"kty":"EC","crv":"P-384","x":"AA","y":"AA"}"#;
         assert_eq!(jwk(p384).public_key().unwrap_err(), JwkError::Unsupported);
-        assert_eq!(
-            Jwk::from_value(&serde_json::json!("x")).unwrap_err(),
-            JwkError::Shape
-        );
+        assert_eq!(Jwk::from_value(&serde_json::json!("x")).unwrap_err(), JwkError::Shape);
         assert!(!jwk(r#"{"kty":"EC","use":"enc"}"#).is_for_verification());
         assert!(!jwk(r#"{"kty":"EC","key_ops":["encrypt"]}"#).is_for_verification());
     }

@@ -86,9 +86,7 @@ pub enum JwsError {
 /// Parses a compact JWS without verifying it.
 pub fn parse(token: &str) -> Result<Compact<'_>, JwsError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(JwsError::Segments);
     };
     if h.is_empty() || p.is_empty() || s.is_empty() {
@@ -98,14 +96,8 @@ pub fn parse(token: &str) -> Result<Compact<'_>, JwsError> {
     let payload_bytes = b64url_decode(p).ok_or(JwsError::Base64)?;
     let signature = b64url_decode(s).ok_or(JwsError::Base64)?;
     let header: Header = serde_json::from_slice(&header_bytes).map_err(|_| JwsError::Header)?;
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&payload_bytes).map_err(|_| JwsError::Payload)?;
-    Ok(Compact {
-        header,
-        claims,
-        signing_input: &token[..h.len() + 1 + p.len()],
-        signature,
-    })
+    let claims: Map<String, Value> = serde_json::from_slice(&payload_bytes).map_err(|_| JwsError::Payload)?;
+    Ok(Compact { header, claims, signing_input: &token[..h.len() + 1 + p.len()], signature })
 }
 
 #[cfg(test)]
@@ -137,9 +129,6 @@ mod tests {
         // Header `[]`, payload `{}`.
         assert_eq!(parse("W10.e30.AA").unwrap_err(), JwsError::Header);
         // Header {"alg":"ES256"}, payload `[]`.
-        assert_eq!(
-            parse("eyJhbGciOiJFUzI1NiJ9.W10.AA").unwrap_err(),
-            JwsError::Payload
-        );
+        assert_eq!(parse("eyJhbGciOiJFUzI1NiJ9.W10.AA").unwrap_err(), JwsError::Payload);
     }
 }

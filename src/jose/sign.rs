@@ -29,22 +29,13 @@ pub struct BadPrivateKey;
 impl SigningKey {
     /// A fresh random key.
     pub fn generate() -> SigningKey {
-        let pair =
-            EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("the system RNG works");
-        SigningKey {
-            pair,
-            rng: SystemRandom::new(),
-        }
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("the system RNG works");
+        SigningKey { pair, rng: SystemRandom::new() }
     }
 
     /// From a private JWK (`kty` EC, `crv` P-256, `x`, `y`, `d`).
     pub fn from_jwk(jwk: &Value) -> Result<SigningKey, BadPrivateKey> {
-        let field = |name: &str| {
-            jwk.get(name)
-                .and_then(Value::as_str)
-                .and_then(b64url_decode)
-                .ok_or(BadPrivateKey)
-        };
+        let field = |name: &str| jwk.get(name).and_then(Value::as_str).and_then(b64url_decode).ok_or(BadPrivateKey);
         if jwk.get("kty").and_then(Value::as_str) != Some("EC")
             || jwk.get("crv").and_then(Value::as_str) != Some("P-256")
         {
@@ -54,16 +45,9 @@ impl SigningKey {
         let mut public = vec![0x04];
         public.extend_from_slice(&x);
         public.extend_from_slice(&y);
-        let pair = EcdsaKeyPair::from_private_key_and_public_key(
-            &ECDSA_P256_SHA256_FIXED_SIGNING,
-            &d,
-            &public,
-        )
-        .map_err(|_| BadPrivateKey)?;
-        Ok(SigningKey {
-            pair,
-            rng: SystemRandom::new(),
-        })
+        let pair = EcdsaKeyPair::from_private_key_and_public_key(&ECDSA_P256_SHA256_FIXED_SIGNING, &d, &public)
+            .map_err(|_| BadPrivateKey)?;
+        Ok(SigningKey { pair, rng: SystemRandom::new() })
     }
 
     /// The public JWK (`kty`, `crv`, `x`, `y`).
@@ -75,34 +59,21 @@ impl SigningKey {
     /// The private JWK (public members plus `d`).
     pub fn private_jwk(&self) -> Value {
         let mut jwk = self.public_jwk();
-        let d = self
-            .pair
-            .private_key()
-            .as_be_bytes()
-            .expect("P-256 keys export");
+        let d = self.pair.private_key().as_be_bytes().expect("P-256 keys export");
         jwk["d"] = Value::String(b64url(d.as_ref()));
         jwk
     }
 
     /// The RFC 7638 thumbprint of the public key.
     pub fn thumbprint(&self) -> String {
-        Jwk::from_value(&self.public_jwk())
-            .and_then(|j| j.thumbprint())
-            .expect("own key has a thumbprint")
+        Jwk::from_value(&self.public_jwk()).and_then(|j| j.thumbprint()).expect("own key has a thumbprint")
     }
 
     /// Signs `header` (with `alg` set to ES256) and `claims` as a compact JWS.
     pub fn sign_jwt(&self, mut header: Value, claims: &Value) -> String {
         header["alg"] = Value::String("ES256".into());
-        let input = format!(
-            "{}.{}",
-            b64url(header.to_string().as_bytes()),
-            b64url(claims.to_string().as_bytes())
-        );
-        let sig = self
-            .pair
-            .sign(&self.rng, input.as_bytes())
-            .expect("ECDSA signing does not fail");
+        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let sig = self.pair.sign(&self.rng, input.as_bytes()).expect("ECDSA signing does not fail");
         format!("{input}.{}", b64url(sig.as_ref()))
     }
 }
@@ -123,32 +94,18 @@ mod tests {
     fn spec_key_round_trips_and_signs() {
         let d = json!({"kty":"EC","crv":"P-256","x":"aTCv7KHNbQ-Nv1LEwNdayKwUcAZlehfU65NJ6YiSNUA","y":"dMcYLqtD3vTo9PUYYIYMa5lqmtbfp9qNiTxGeh_vu8g","d":"88qNmFgNov2h-Adjaln7GjQ8V481NWZhVqiZIuhP2J8"});
         let key = SigningKey::from_jwk(&d).unwrap();
-        assert_eq!(
-            key.thumbprint(),
-            "J1-h8YxSJ-FVs_JVy8pUqwjiE45mUrkpsEv57JhLCA0"
-        );
+        assert_eq!(key.thumbprint(), "J1-h8YxSJ-FVs_JVy8pUqwjiE45mUrkpsEv57JhLCA0");
         assert_eq!(key.private_jwk(), d);
         let token = key.sign_jwt(json!({"typ": "JWT"}), &json!({"a": 1}));
         let parsed = jws::parse(&token).unwrap();
-        let public = Jwk::from_value(&key.public_jwk())
-            .unwrap()
-            .public_key()
-            .unwrap();
-        assert!(public.verify(
-            Alg::Es256,
-            parsed.signing_input.as_bytes(),
-            &parsed.signature,
-            false
-        ));
+        let public = Jwk::from_value(&key.public_jwk()).unwrap().public_key().unwrap();
+        assert!(public.verify(Alg::Es256, parsed.signing_input.as_bytes(), &parsed.signature, false));
         assert!(SigningKey::from_jwk(&json!({"kty":"EC","crv":"P-256"})).is_err());
     }
 
     #[test]
     fn generated_keys_differ() {
-        assert_ne!(
-            SigningKey::generate().thumbprint(),
-            SigningKey::generate().thumbprint()
-        );
+        assert_ne!(SigningKey::generate().thumbprint(), SigningKey::generate().thumbprint());
         assert_ne!(random_id(), random_id());
     }
 }

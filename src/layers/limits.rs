@@ -67,18 +67,13 @@ pub struct LimitsLayer {
 
 /// Builds the limits stage.
 pub fn layer(shared: &Arc<Shared>) -> LimitsLayer {
-    LimitsLayer {
-        shared: shared.clone(),
-    }
+    LimitsLayer { shared: shared.clone() }
 }
 
 impl<S> Layer<S> for LimitsLayer {
     type Service = Limit<S>;
     fn layer(&self, inner: S) -> Limit<S> {
-        Limit {
-            inner,
-            shared: self.shared.clone(),
-        }
+        Limit { inner, shared: self.shared.clone() }
     }
 }
 
@@ -112,21 +107,14 @@ where
             let limits = &self.shared.runtime.load().config.limits;
             (limits.max_body, limits.request_timeout)
         };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > max_body) {
             return answer(LimitError::BodyTooLarge);
         }
         // Chunked or lying bodies are cut off as they stream; the forward stage turns
         // the resulting body error into 413.
-        let req = req.map(|b| {
-            Limited::new(b, max_body as usize)
-                .map_err(Into::into)
-                .boxed_unsync()
-        });
+        let req = req.map(|b| Limited::new(b, max_body as usize).map_err(Into::into).boxed_unsync());
         let mut inner = super::take(&mut self.inner);
         Box::pin(async move {
             let res = match tokio::time::timeout(timeout, inner.call(req)).await {

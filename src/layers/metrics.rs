@@ -23,18 +23,13 @@ pub struct MetricsLayer {
 
 /// Builds the metrics stage.
 pub fn layer(shared: &Arc<Shared>) -> MetricsLayer {
-    MetricsLayer {
-        shared: shared.clone(),
-    }
+    MetricsLayer { shared: shared.clone() }
 }
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = Measure<S>;
     fn layer(&self, inner: S) -> Measure<S> {
-        Measure {
-            inner,
-            shared: self.shared.clone(),
-        }
+        Measure { inner, shared: self.shared.clone() }
     }
 }
 
@@ -75,11 +70,7 @@ where
         Box::pin(async move {
             let res = fut.await?;
             let labels = RequestLabels {
-                route: res
-                    .extensions()
-                    .get::<RouteName>()
-                    .cloned()
-                    .unwrap_or_else(|| Name("none".into())),
+                route: res.extensions().get::<RouteName>().cloned().unwrap_or_else(|| Name("none".into())),
                 method,
                 status: status_class(res.status()),
                 outcome: res.extensions().get::<Outcome>().map_or("ok", |o| o.0),

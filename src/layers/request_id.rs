@@ -19,10 +19,7 @@ pub struct RequestId(pub HeaderValue);
 /// Keeps a client's id only if it is short and plain (it ends up in logs).
 fn acceptable(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
-    !b.is_empty()
-        && b.len() <= 128
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
 }
 
 /// Layer for [`SetRequestId`].
@@ -65,8 +62,7 @@ where
             _ => {
                 let id = uuid::Uuid::new_v4();
                 let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-                HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
-                    .expect("a uuid is a valid header value")
+                HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).expect("a uuid is a valid header value")
             }
         };
         req.headers_mut().insert(X_REQUEST_ID.clone(), id.clone());

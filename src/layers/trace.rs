@@ -29,18 +29,13 @@ pub struct TraceLayer {
 
 /// Builds the trace stage.
 pub fn layer(shared: &Arc<Shared>) -> TraceLayer {
-    TraceLayer {
-        shared: shared.clone(),
-    }
+    TraceLayer { shared: shared.clone() }
 }
 
 impl<S> Layer<S> for TraceLayer {
     type Service = Trace<S>;
     fn layer(&self, inner: S) -> Trace<S> {
-        Trace {
-            inner,
-            shared: self.shared.clone(),
-        }
+        Trace { inner, shared: self.shared.clone() }
     }
 }
 
@@ -68,23 +63,14 @@ where
         let conn = req.extensions().get::<ConnInfo>().copied();
         let client = conn.map(|conn| {
             let runtime = self.shared.runtime.load();
-            client_info(
-                &conn,
-                req.uri(),
-                req.headers(),
-                &runtime.config.trusted_proxies,
-            )
+            client_info(&conn, req.uri(), req.headers(), &runtime.config.trusted_proxies)
         });
         let client_ip = client.as_ref().map(|c| c.ip);
         if let Some(client) = client {
             req.extensions_mut().insert(client);
         }
         let id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-        let id = id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned();
+        let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let version = req.version();

@@ -94,13 +94,9 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("atgate");
         let requests = Family::<RequestLabels, Counter>::default();
-        let duration = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
+        let duration = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let upstream_duration =
-            Family::<UpstreamLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
+            Family::<UpstreamLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
         let in_flight = Gauge::<i64, AtomicI64>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
@@ -108,56 +104,27 @@ impl Metrics {
             "Requests answered, by route, method, status class and outcome",
             requests.clone(),
         );
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to response head, by route",
-            duration.clone(),
-        );
+        registry.register("request_duration_seconds", "Time from request to response head, by route", duration.clone());
         registry.register(
             "upstream_duration_seconds",
             "Time from sending upstream to its response head, by upstream",
             upstream_duration.clone(),
         );
-        registry.register(
-            "requests_in_flight",
-            "Requests being served now",
-            in_flight.clone(),
-        );
-        registry.register(
-            "reloads",
-            "Config and TLS certificate reloads, by kind and result",
-            reloads.clone(),
-        );
-        registry.register(
-            "build",
-            "Build information",
-            Info::new(vec![("version", crate::VERSION)]),
-        );
-        Metrics {
-            registry,
-            requests,
-            duration,
-            upstream_duration,
-            in_flight,
-            reloads,
-        }
+        registry.register("requests_in_flight", "Requests being served now", in_flight.clone());
+        registry.register("reloads", "Config and TLS certificate reloads, by kind and result", reloads.clone());
+        registry.register("build", "Build information", Info::new(vec![("version", crate::VERSION)]));
+        Metrics { registry, requests, duration, upstream_duration, in_flight, reloads }
     }
 
     /// Counts one answered request and its latency.
     pub fn observe_request(&self, labels: &RequestLabels, elapsed: Duration) {
         self.requests.get_or_create(labels).inc();
-        self.duration
-            .get_or_create(&RouteLabels {
-                route: labels.route.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
+        self.duration.get_or_create(&RouteLabels { route: labels.route.clone() }).observe(elapsed.as_secs_f64());
     }
 
     /// Records one upstream exchange.
     pub fn observe_upstream(&self, labels: &UpstreamLabels, elapsed: Duration) {
-        self.upstream_duration
-            .get_or_create(labels)
-            .observe(elapsed.as_secs_f64());
+        self.upstream_duration.get_or_create(labels).observe(elapsed.as_secs_f64());
     }
 
     /// The in-flight gauge.
@@ -167,12 +134,7 @@ impl Metrics {
 
     /// Counts a reload.
     pub fn reload(&self, kind: &'static str, ok: bool) {
-        self.reloads
-            .get_or_create(&ReloadLabels {
-                kind,
-                result: if ok { "success" } else { "failure" },
-            })
-            .inc();
+        self.reloads.get_or_create(&ReloadLabels { kind, result: if ok { "success" } else { "failure" } }).inc();
     }
 
     /// The Prometheus text exposition.

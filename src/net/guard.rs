@@ -56,30 +56,11 @@ pub(crate) fn is_public_name(host: &str) -> bool {
         return false;
     }
     let tld = labels[labels.len() - 1];
-    if [
-        "test",
-        "local",
-        "localhost",
-        "invalid",
-        "example",
-        "internal",
-        "arpa",
-        "onion",
-        "alt",
-    ]
-    .contains(&tld)
-    {
+    if ["test", "local", "localhost", "invalid", "example", "internal", "arpa", "onion", "alt"].contains(&tld) {
         return false;
     }
-    let denied = [
-        "example.com",
-        "example.org",
-        "example.net",
-        "googleusercontent.com",
-    ];
-    !denied
-        .iter()
-        .any(|d| host == *d || host.ends_with(&format!(".{d}")))
+    let denied = ["example.com", "example.org", "example.net", "googleusercontent.com"];
+    !denied.iter().any(|d| host == *d || host.ends_with(&format!(".{d}")))
 }
 
 /// Resolves names with the system resolver and drops addresses the guard refuses.
@@ -109,10 +90,7 @@ impl tower::Service<Name> for GuardedResolver {
         Box::pin(async move {
             let host = name.as_str().to_owned();
             if !allow_private && !is_public_name(&host) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!("host {host} refused"),
-                ));
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, format!("host {host} refused")));
             }
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
@@ -165,24 +143,12 @@ mod tests {
 
     #[test]
     fn names() {
-        for bad in [
-            "localhost",
-            "foo.local",
-            "x.test",
-            "example.com",
-            "a.example.com",
-            "metadata",
-            "a..b",
-            "pds.internal",
-        ] {
+        for bad in
+            ["localhost", "foo.local", "x.test", "example.com", "a.example.com", "metadata", "a..b", "pds.internal"]
+        {
             assert!(!is_public_name(bad), "{bad}");
         }
-        for good in [
-            "bsky.social",
-            "plc.directory",
-            "auth.example.org.uk",
-            "AUTH.Bsky.App.",
-        ] {
+        for good in ["bsky.social", "plc.directory", "auth.example.org.uk", "AUTH.Bsky.App."] {
             assert!(is_public_name(good), "{good}");
         }
     }

@@ -61,9 +61,7 @@ pub struct Outbound {
 
 impl std::fmt::Debug for Outbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Outbound")
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
+        f.debug_struct("Outbound").field("policy", &self.policy).finish_non_exhaustive()
     }
 }
 
@@ -76,13 +74,11 @@ impl Outbound {
         http.set_connect_timeout(Some(Duration::from_secs(5)));
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("aws-lc-rs supports the default TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("aws-lc-rs supports the default TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -92,10 +88,7 @@ impl Outbound {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Outbound {
-            client,
-            policy: Arc::new(policy),
-        }
+        Outbound { client, policy: Arc::new(policy) }
     }
 
     /// Checks a URL against the policy before any connection.
@@ -115,9 +108,7 @@ impl Outbound {
         match host {
             url::Host::Ipv4(ip) if !is_global(ip.into()) => Err(NetError::Blocked(ip.to_string())),
             url::Host::Ipv6(ip) if !is_global(ip.into()) => Err(NetError::Blocked(ip.to_string())),
-            url::Host::Domain(d) if !guard::is_public_name(d) => {
-                Err(NetError::Blocked(d.to_owned()))
-            }
+            url::Host::Domain(d) if !guard::is_public_name(d) => Err(NetError::Blocked(d.to_owned())),
             _ => Ok(()),
         }
     }
@@ -130,16 +121,10 @@ impl Outbound {
 
     async fn get(&self, url: &url::Url, accept: &'static str) -> Result<Bytes, NetError> {
         self.check_url(url)?;
-        let uri: http::Uri = url
-            .as_str()
-            .parse()
-            .map_err(|_| NetError::Url("unparseable".into()))?;
+        let uri: http::Uri = url.as_str().parse().map_err(|_| NetError::Url("unparseable".into()))?;
         let req = Request::get(uri)
             .header(header::ACCEPT, accept)
-            .header(
-                header::USER_AGENT,
-                concat!("atgate/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(header::USER_AGENT, concat!("atgate/", env!("CARGO_PKG_VERSION")))
             .body(body::empty())
             .map_err(|_| NetError::Url("unparseable".into()))?;
         let max = self.policy.max_response_bytes as usize;
@@ -152,32 +137,21 @@ impl Outbound {
                 .headers()
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| {
-                    v.split(';')
-                        .next()
-                        .unwrap_or("")
-                        .trim()
-                        .to_ascii_lowercase()
-                })
+                .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
                 .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"));
             if !json {
                 return Err(NetError::NotJson);
             }
-            let body = Limited::new(res.into_body(), max)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        NetError::TooLarge
-                    } else {
-                        NetError::Transport(e.to_string())
-                    }
-                })?;
+            let body = Limited::new(res.into_body(), max).collect().await.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    NetError::TooLarge
+                } else {
+                    NetError::Transport(e.to_string())
+                }
+            })?;
             Ok(body.to_bytes())
         };
-        tokio::time::timeout(self.policy.timeout, fetch)
-            .await
-            .map_err(|_| NetError::Timeout)?
+        tokio::time::timeout(self.policy.timeout, fetch).await.map_err(|_| NetError::Timeout)?
     }
 }
 

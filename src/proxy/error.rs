@@ -30,9 +30,7 @@ pub enum ProxyError {
 impl Reject for ProxyError {
     fn status(&self) -> StatusCode {
         match self {
-            ProxyError::Unreachable(_) | ProxyError::Failure(_) | ProxyError::Protocol => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Unreachable(_) | ProxyError::Failure(_) | ProxyError::Protocol => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
@@ -40,9 +38,7 @@ impl Reject for ProxyError {
     }
     fn error_name(&self) -> &'static str {
         match self {
-            ProxyError::Unreachable(_) | ProxyError::Failure(_) | ProxyError::Protocol => {
-                "UpstreamFailure"
-            }
+            ProxyError::Unreachable(_) | ProxyError::Failure(_) | ProxyError::Protocol => "UpstreamFailure",
             ProxyError::Timeout => "UpstreamTimeout",
             ProxyError::BodyTooLarge => "PayloadTooLarge",
             ProxyError::BadRequest => "InvalidRequest",
@@ -73,10 +69,6 @@ impl ProxyError {
             }
             source = err.source();
         }
-        if e.is_connect() {
-            ProxyError::Unreachable(e)
-        } else {
-            ProxyError::Failure(e)
-        }
+        if e.is_connect() { ProxyError::Unreachable(e) } else { ProxyError::Failure(e) }
     }
 }

@@ -30,9 +30,7 @@ pub struct Forward {
 impl Forward {
     /// The forwarding service.
     pub fn new(shared: &Arc<Shared>) -> Forward {
-        Forward {
-            shared: shared.clone(),
-        }
+        Forward { shared: shared.clone() }
     }
 }
 
@@ -60,17 +58,11 @@ fn wants_upgrade(req: &Request<Body>) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
 async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
-    let route = req
-        .extensions_mut()
-        .remove::<Arc<Route>>()
-        .ok_or(ProxyError::BadRequest)?;
+    let route = req.extensions_mut().remove::<Arc<Route>>().ok_or(ProxyError::BadRequest)?;
     let upstream = &route.upstream;
     let path = req.extensions_mut().remove::<NormalPath>().map(|p| p.0);
     let path = path.as_deref().unwrap_or(req.uri().path());
@@ -96,10 +88,7 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
     let upgrade = wants_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client = req.extensions_mut().remove::<ClientInfo>();
-    let conn = req
-        .extensions()
-        .get::<super::forwarded::ConnInfo>()
-        .copied();
+    let conn = req.extensions().get::<super::forwarded::ConnInfo>().copied();
 
     let headers = req.headers_mut();
     remove_hop_by_hop(headers, upgrade);
@@ -127,9 +116,7 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
 
     let started = Instant::now();
     let sent = tokio::time::timeout(upstream.config.timeout, upstream.client.request(req)).await;
-    shared
-        .metrics
-        .observe_upstream(&upstream.labels, started.elapsed());
+    shared.metrics.observe_upstream(&upstream.labels, started.elapsed());
     let mut res = match sent {
         Err(_elapsed) => return Err(ProxyError::Timeout),
         Ok(Err(e)) => {
@@ -150,26 +137,17 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
     }
     remove_hop_by_hop(res.headers_mut(), switching);
     if shared.runtime.load().config.via {
-        res.headers_mut()
-            .append(header::VIA, HeaderValue::from_static("1.1 atgate"));
+        res.headers_mut().append(header::VIA, HeaderValue::from_static("1.1 atgate"));
     }
     Ok(res.map(body::boxed))
 }
 
 /// Sets `X-Forwarded-For/-Proto/-Host`: appended to what a trusted proxy sent, replacing
 /// whatever an untrusted client sent.
-fn set_forwarded(
-    headers: &mut http::HeaderMap,
-    client: &ClientInfo,
-    peer: Option<std::net::IpAddr>,
-) {
+fn set_forwarded(headers: &mut http::HeaderMap, client: &ClientInfo, peer: Option<std::net::IpAddr>) {
     let peer = peer.unwrap_or(client.ip);
     let prior: Option<String> = client.peer_trusted.then(|| {
-        let parts: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
+        let parts: Vec<&str> = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
         parts.join(", ")
     });
     let xff = match prior.filter(|p| !p.is_empty()) {
@@ -182,11 +160,7 @@ fn set_forwarded(
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static(client.proto));
     headers.remove("x-forwarded-host");
-    if let Some(v) = client
-        .host
-        .as_deref()
-        .and_then(|h| HeaderValue::from_str(h).ok())
-    {
+    if let Some(v) = client.host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
         headers.insert("x-forwarded-host", v);
     }
     if !client.peer_trusted {

@@ -46,30 +46,16 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 }
 
 /// Works out the client from the connection and, behind trusted proxies, the headers.
-pub fn client_info(
-    conn: &ConnInfo,
-    uri: &http::Uri,
-    headers: &HeaderMap,
-    trusted: &[IpNet],
-) -> ClientInfo {
+pub fn client_info(conn: &ConnInfo, uri: &http::Uri, headers: &HeaderMap, trusted: &[IpNet]) -> ClientInfo {
     let own_proto = if conn.tls { "https" } else { "http" };
     let own_host = || {
-        uri.authority().map(|a| a.as_str().to_owned()).or_else(|| {
-            headers
-                .get(http::header::HOST)?
-                .to_str()
-                .ok()
-                .map(str::to_owned)
-        })
+        uri.authority()
+            .map(|a| a.as_str().to_owned())
+            .or_else(|| headers.get(http::header::HOST)?.to_str().ok().map(str::to_owned))
     };
     let peer = canonical(conn.peer.ip());
     if trusted.is_empty() || !is_trusted(peer, trusted) {
-        return ClientInfo {
-            ip: peer,
-            proto: own_proto,
-            host: own_host(),
-            peer_trusted: false,
-        };
+        return ClientInfo { ip: peer, proto: own_proto, host: own_host(), peer_trusted: false };
     }
     // Walk X-Forwarded-For from the right: the first hop that is not a trusted proxy is
     // the client. A malformed entry ends the walk at the last hop we could trust.
@@ -101,12 +87,7 @@ pub fn client_info(
         Some(p) if p.eq_ignore_ascii_case("http") => "http",
         _ => own_proto,
     };
-    ClientInfo {
-        ip,
-        proto,
-        host: first("x-forwarded-host").or_else(own_host),
-        peer_trusted: true,
-    }
+    ClientInfo { ip, proto, host: first("x-forwarded-host").or_else(own_host), peer_trusted: true }
 }
 
 #[cfg(test)]
@@ -114,11 +95,7 @@ mod tests {
     use super::*;
 
     fn conn(peer: &str) -> ConnInfo {
-        ConnInfo {
-            peer: peer.parse().unwrap(),
-            local: "127.0.0.1:8080".parse().unwrap(),
-            tls: false,
-        }
+        ConnInfo { peer: peer.parse().unwrap(), local: "127.0.0.1:8080".parse().unwrap(), tls: false }
     }
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
@@ -131,11 +108,7 @@ mod tests {
 
     #[test]
     fn untrusted_peer_is_the_client() {
-        let h = headers(&[
-            ("x-forwarded-for", "1.2.3.4"),
-            ("x-forwarded-proto", "https"),
-            ("host", "a.example"),
-        ]);
+        let h = headers(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("host", "a.example")]);
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let info = client_info(&conn("192.0.2.1:5000"), &"/".parse().unwrap(), &h, &trusted);
         assert_eq!(info.ip, "192.0.2.1".parse::<IpAddr>().unwrap());
@@ -153,12 +126,7 @@ mod tests {
             ("x-forwarded-host", "gw.example.com"),
         ]);
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let info = client_info(
-            &conn("[::ffff:10.0.0.1]:5000"),
-            &"/".parse().unwrap(),
-            &h,
-            &trusted,
-        );
+        let info = client_info(&conn("[::ffff:10.0.0.1]:5000"), &"/".parse().unwrap(), &h, &trusted);
         assert_eq!(info.ip, "198.51.100.7".parse::<IpAddr>().unwrap());
         assert_eq!(info.proto, "https");
         assert_eq!(info.host.as_deref(), Some("gw.example.com"));

@@ -11,11 +11,7 @@ use crate::body::Body;
 pub fn is_identity_header(name: &str) -> bool {
     let b = name.as_bytes();
     let prefixed = |p: &[u8]| {
-        b.len() > p.len()
-            && b[..p.len()]
-                .iter()
-                .zip(p)
-                .all(|(&c, &want)| c == want || (want == b'-' && c == b'_'))
+        b.len() > p.len() && b[..p.len()].iter().zip(p).all(|(&c, &want)| c == want || (want == b'-' && c == b'_'))
     };
     prefixed(b"x-atproto-") || prefixed(b"x-atgate-")
 }
@@ -24,11 +20,7 @@ pub fn is_identity_header(name: &str) -> bool {
 pub fn strip_identity(mut req: Request<Body>) -> Request<Body> {
     let headers = req.headers_mut();
     if headers.keys().any(|k| is_identity_header(k.as_str())) {
-        let spoofed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| is_identity_header(k.as_str()))
-            .cloned()
-            .collect();
+        let spoofed: Vec<HeaderName> = headers.keys().filter(|k| is_identity_header(k.as_str())).cloned().collect();
         for name in spoofed {
             headers.remove(&name);
         }
@@ -86,22 +78,10 @@ mod tests {
 
     #[test]
     fn identity_header_spellings() {
-        for n in [
-            "x-atproto-did",
-            "x_atproto_did",
-            "x-atproto_did",
-            "x_atproto-scope",
-            "x-atgate-assertion",
-        ] {
+        for n in ["x-atproto-did", "x_atproto_did", "x-atproto_did", "x_atproto-scope", "x-atgate-assertion"] {
             assert!(is_identity_header(n), "{n}");
         }
-        for n in [
-            "x-atproto",
-            "x-atprotodid",
-            "atproto-proxy",
-            "x-request-id",
-            "authorization",
-        ] {
+        for n in ["x-atproto", "x-atprotodid", "atproto-proxy", "x-request-id", "authorization"] {
             assert!(!is_identity_header(n), "{n}");
         }
     }
@@ -130,9 +110,6 @@ mod tests {
         h.insert("upgrade", "websocket".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
         remove_hop_by_hop(&mut h, false);
-        assert_eq!(
-            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
-            vec!["x-kept"]
-        );
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
     }
 }

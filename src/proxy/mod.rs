@@ -44,15 +44,10 @@ impl Upstream {
                 let pem = file.read()?;
                 let mut n = 0;
                 for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| {
-                        file.error(format!("invalid PEM in {}: {e}", file.path.display()))
-                    })?;
-                    roots.add(cert).map_err(|e| {
-                        file.error(format!(
-                            "invalid CA certificate in {}: {e}",
-                            file.path.display()
-                        ))
-                    })?;
+                    let cert = cert.map_err(|e| file.error(format!("invalid PEM in {}: {e}", file.path.display())))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| file.error(format!("invalid CA certificate in {}: {e}", file.path.display())))?;
                     n += 1;
                 }
                 if n == 0 {
@@ -81,13 +76,7 @@ impl Upstream {
             .pool_idle_timeout(std::time::Duration::from_secs(90))
             .pool_max_idle_per_host(256)
             .build(connector);
-        let labels = UpstreamLabels {
-            upstream: Name(config.name.as_str().into()),
-        };
-        Ok(Upstream {
-            config,
-            client,
-            labels,
-        })
+        let labels = UpstreamLabels { upstream: Name(config.name.as_str().into()) };
+        Ok(Upstream { config, client, labels })
     }
 }

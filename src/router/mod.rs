@@ -94,12 +94,7 @@ impl RouteTable {
     }
 
     /// The route for a request.
-    pub fn lookup(
-        &self,
-        host: Option<&str>,
-        path: &str,
-        method: &Method,
-    ) -> Result<&Arc<Route>, RouteError> {
+    pub fn lookup(&self, host: Option<&str>, path: &str, method: &Method) -> Result<&Arc<Route>, RouteError> {
         let mut allowed: Option<Vec<Method>> = None;
         for route in &self.routes {
             if !route.key.matches_target(host, path) {
@@ -211,18 +206,13 @@ pub struct RouterLayer {
 
 /// Builds the routing stage.
 pub fn layer(shared: &Arc<Shared>) -> RouterLayer {
-    RouterLayer {
-        shared: shared.clone(),
-    }
+    RouterLayer { shared: shared.clone() }
 }
 
 impl<S> Layer<S> for RouterLayer {
     type Service = Router<S>;
     fn layer(&self, inner: S) -> Router<S> {
-        Router {
-            inner,
-            shared: self.shared.clone(),
-        }
+        Router { inner, shared: self.shared.clone() }
     }
 }
 
@@ -251,17 +241,11 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let runtime = self.shared.runtime.load_full();
         let table = &runtime.routes;
-        let found = path::normalize(req.uri().path())
-            .map_err(RouteError::BadPath)
-            .and_then(|p| {
-                let host = if table.uses_hosts() {
-                    request_host(req.uri(), req.headers())
-                } else {
-                    None
-                };
-                let route = table.lookup(host.as_deref(), &p, req.method())?.clone();
-                Ok((route, NormalPath(p.into())))
-            });
+        let found = path::normalize(req.uri().path()).map_err(RouteError::BadPath).and_then(|p| {
+            let host = if table.uses_hosts() { request_host(req.uri(), req.headers()) } else { None };
+            let route = table.lookup(host.as_deref(), &p, req.method())?.clone();
+            Ok((route, NormalPath(p.into())))
+        });
         match found {
             Ok((route, normal)) => {
                 let name = route.name.clone();

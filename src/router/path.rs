@@ -81,11 +81,7 @@ fn dot_kind(seg: &str) -> Option<u8> {
     while i < s.len() {
         if s[i] == b'.' {
             i += 1;
-        } else if s.len() >= i + 3
-            && s[i] == b'%'
-            && s[i + 1] == b'2'
-            && s[i + 2].eq_ignore_ascii_case(&b'e')
-        {
+        } else if s.len() >= i + 3 && s[i] == b'%' && s[i + 1] == b'2' && s[i + 2].eq_ignore_ascii_case(&b'e') {
             i += 3;
         } else {
             return None;
@@ -104,14 +100,7 @@ mod tests {
 
     #[test]
     fn normal_paths_borrow() {
-        for p in [
-            "/",
-            "/a",
-            "/a/b/",
-            "/xrpc/com.example.getThing",
-            "/a.b/c.d",
-            "/a%20b",
-        ] {
+        for p in ["/", "/a", "/a/b/", "/xrpc/com.example.getThing", "/a.b/c.d", "/a%20b"] {
             assert!(matches!(normalize(p), Ok(Cow::Borrowed(_))), "{p}");
         }
     }

@@ -40,11 +40,7 @@ impl HostPattern {
                 "invalid host pattern {text:?} (expected a host name like api.example.com or *.example.com, without port)"
             ));
         }
-        Ok(if wild {
-            HostPattern::Suffix(format!(".{name}"))
-        } else {
-            HostPattern::Exact(name.to_owned())
-        })
+        Ok(if wild { HostPattern::Suffix(format!(".{name}")) } else { HostPattern::Exact(name.to_owned()) })
     }
 
     /// Whether `host` (already lowercased, port removed) matches.
@@ -82,20 +78,13 @@ impl PathPattern {
             return Err(format!("invalid path {text:?} (must start with /)"));
         }
         if let Some(b) = text.bytes().find(|b| !is_path_byte(*b) && *b != b'*') {
-            return Err(format!(
-                "invalid path {text:?} (character {:?} is not allowed in a path pattern)",
-                b as char
-            ));
+            return Err(format!("invalid path {text:?} (character {:?} is not allowed in a path pattern)", b as char));
         }
         if text.contains("**") {
-            return Err(format!(
-                "invalid path {text:?} (** is not supported; * matches within one segment)"
-            ));
+            return Err(format!("invalid path {text:?} (** is not supported; * matches within one segment)"));
         }
         if text.split('/').any(|seg| seg == "." || seg == "..") || text.contains("//") {
-            return Err(format!(
-                "invalid path {text:?} (no empty, . or .. segments)"
-            ));
+            return Err(format!("invalid path {text:?} (no empty, . or .. segments)"));
         }
         Ok(if text.contains('*') {
             PathPattern::Glob(text.to_owned())
@@ -143,15 +132,10 @@ impl PathPattern {
     fn intersects(&self, other: &PathPattern) -> bool {
         match (self, other) {
             (PathPattern::Exact(a), b) | (b, PathPattern::Exact(a)) => b.matches(a),
-            (PathPattern::Prefix(a), PathPattern::Prefix(b)) => {
-                a.starts_with(b.as_str()) || b.starts_with(a.as_str())
-            }
-            (PathPattern::Glob(a), PathPattern::Glob(b)) => {
-                globs_intersect(a.as_bytes(), b.as_bytes())
-            }
+            (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a.starts_with(b.as_str()) || b.starts_with(a.as_str()),
+            (PathPattern::Glob(a), PathPattern::Glob(b)) => globs_intersect(a.as_bytes(), b.as_bytes()),
             // A glob and a prefix never have equal rank; compare conservatively anyway.
-            (PathPattern::Glob(g), PathPattern::Prefix(p))
-            | (PathPattern::Prefix(p), PathPattern::Glob(g)) => {
+            (PathPattern::Glob(g), PathPattern::Prefix(p)) | (PathPattern::Prefix(p), PathPattern::Glob(g)) => {
                 let lit = &g[..g.find('*').unwrap_or(g.len())];
                 lit.starts_with(p.as_str()) || p.starts_with(lit)
             }
@@ -280,10 +264,7 @@ mod tests {
         assert_eq!(p("/a/b"), PathPattern::Exact("/a/b".into()));
         assert_eq!(p("/a/"), PathPattern::Prefix("/a/".into()));
         assert_eq!(p("/"), PathPattern::Prefix("/".into()));
-        assert_eq!(
-            p("/xrpc/com.example.*"),
-            PathPattern::Glob("/xrpc/com.example.*".into())
-        );
+        assert_eq!(p("/xrpc/com.example.*"), PathPattern::Glob("/xrpc/com.example.*".into()));
         for bad in ["a", "", "/a//b", "/a/../b", "/a/**", "/a b", "/%2F"] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }

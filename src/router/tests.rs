@@ -13,12 +13,7 @@ fn table(yaml_routes: &str) -> RouteTable {
     Runtime::build(config).unwrap().routes
 }
 
-fn name(
-    t: &RouteTable,
-    host: Option<&str>,
-    path: &str,
-    method: Method,
-) -> Result<String, RouteError> {
+fn name(t: &RouteTable, host: Option<&str>, path: &str, method: Method) -> Result<String, RouteError> {
     t.lookup(host, path, &method).map(|r| r.name.0.to_string())
 }
 
@@ -40,44 +35,22 @@ fn most_specific_wins() {
     assert_eq!(name(&t, None, "/", Method::GET).unwrap(), "catch-all");
     assert_eq!(name(&t, None, "/api/x", Method::GET).unwrap(), "api");
     assert_eq!(name(&t, None, "/api/v1/x", Method::GET).unwrap(), "api-v1");
-    assert_eq!(
-        name(&t, None, "/api/v1/special", Method::GET).unwrap(),
-        "exact"
-    );
-    assert_eq!(
-        name(&t, None, "/xrpc/app.bsky.feed.getTimeline", Method::GET).unwrap(),
-        "feed"
-    );
+    assert_eq!(name(&t, None, "/api/v1/special", Method::GET).unwrap(), "exact");
+    assert_eq!(name(&t, None, "/xrpc/app.bsky.feed.getTimeline", Method::GET).unwrap(), "feed");
     // The glob takes GET only; POST falls through to the less specific prefix route.
-    assert_eq!(
-        name(&t, None, "/xrpc/app.bsky.feed.getTimeline", Method::POST).unwrap(),
-        "xrpc"
-    );
-    assert_eq!(
-        name(&t, Some("api.example.com"), "/xrpc/x", Method::GET).unwrap(),
-        "host"
-    );
-    assert_eq!(
-        name(&t, Some("a.example.com"), "/", Method::GET).unwrap(),
-        "wild"
-    );
-    assert_eq!(
-        name(&t, Some("other.org"), "/", Method::GET).unwrap(),
-        "catch-all"
-    );
+    assert_eq!(name(&t, None, "/xrpc/app.bsky.feed.getTimeline", Method::POST).unwrap(), "xrpc");
+    assert_eq!(name(&t, Some("api.example.com"), "/xrpc/x", Method::GET).unwrap(), "host");
+    assert_eq!(name(&t, Some("a.example.com"), "/", Method::GET).unwrap(), "wild");
+    assert_eq!(name(&t, Some("other.org"), "/", Method::GET).unwrap(), "catch-all");
 }
 
 #[test]
 fn not_found_and_method_not_allowed() {
-    let t = table(
-        "  - { name: a, match: { path: /a, methods: [GET, HEAD] }, upstream: app, auth: none }\n",
-    );
+    let t = table("  - { name: a, match: { path: /a, methods: [GET, HEAD] }, upstream: app, auth: none }\n");
     assert_eq!(name(&t, None, "/b", Method::GET), Err(RouteError::NotFound));
     assert_eq!(
         name(&t, None, "/a", Method::DELETE),
-        Err(RouteError::MethodNotAllowed {
-            allow: vec![Method::GET, Method::HEAD]
-        })
+        Err(RouteError::MethodNotAllowed { allow: vec![Method::GET, Method::HEAD] })
     );
 }
 
@@ -90,10 +63,7 @@ fn rewrites() {
 ",
     );
     let route = |p: &str| t.lookup(None, p, &Method::GET).unwrap().clone();
-    assert_eq!(
-        route("/static/a.css").upstream_path("/static/a.css"),
-        "/a.css"
-    );
+    assert_eq!(route("/static/a.css").upstream_path("/static/a.css"), "/a.css");
     assert_eq!(route("/v1/x").upstream_path("/v1/x"), "/api/v1/x");
     assert_eq!(route("/old").upstream_path("/old"), "/new");
 }
@@ -102,28 +72,19 @@ fn rewrites() {
 fn host_from_header_or_authority() {
     let mut h = http::HeaderMap::new();
     h.insert("host", "API.Example.com:8443".parse().unwrap());
-    assert_eq!(
-        request_host(&"/x".parse().unwrap(), &h).as_deref(),
-        Some("api.example.com")
-    );
-    assert_eq!(
-        request_host(&"https://h2.example:443/x".parse().unwrap(), &h).as_deref(),
-        Some("h2.example")
-    );
+    assert_eq!(request_host(&"/x".parse().unwrap(), &h).as_deref(), Some("api.example.com"));
+    assert_eq!(request_host(&"https://h2.example:443/x".parse().unwrap(), &h).as_deref(), Some("h2.example"));
     h.insert("host", "[::1]:80".parse().unwrap());
-    assert_eq!(
-        request_host(&"/x".parse().unwrap(), &h).as_deref(),
-        Some("::1")
-    );
+    assert_eq!(request_host(&"/x".parse().unwrap(), &h).as_deref(), Some("::1"));
 }
 
 /// A slow, obviously-correct glob matcher to check the fast one against.
 fn reference_glob(p: &[u8], t: &[u8]) -> bool {
     match p.split_first() {
         None => t.is_empty(),
-        Some((b'*', rest)) => (0..=t.len())
-            .take_while(|&i| i == 0 || t[i - 1] != b'/')
-            .any(|i| reference_glob(rest, &t[i..])),
+        Some((b'*', rest)) => {
+            (0..=t.len()).take_while(|&i| i == 0 || t[i - 1] != b'/').any(|i| reference_glob(rest, &t[i..]))
+        }
         Some((&c, rest)) => t.first() == Some(&c) && reference_glob(rest, &t[1..]),
     }
 }

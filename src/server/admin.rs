@@ -17,26 +17,16 @@ use crate::state::Shared;
 /// Answers one admin request.
 pub fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     let (status, content_type, text) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.metrics.encode(),
-        ),
-        (&Method::GET, "/healthz") => (
-            StatusCode::OK,
-            "application/json",
-            r#"{"status":"ok"}"#.to_owned(),
-        ),
-        (&Method::GET, "/readyz") if shared.is_ready() => (
-            StatusCode::OK,
-            "application/json",
-            r#"{"status":"ready"}"#.to_owned(),
-        ),
-        (&Method::GET, "/readyz") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "application/json",
-            r#"{"status":"not ready"}"#.to_owned(),
-        ),
+        (&Method::GET, "/metrics") => {
+            (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", shared.metrics.encode())
+        }
+        (&Method::GET, "/healthz") => (StatusCode::OK, "application/json", r#"{"status":"ok"}"#.to_owned()),
+        (&Method::GET, "/readyz") if shared.is_ready() => {
+            (StatusCode::OK, "application/json", r#"{"status":"ready"}"#.to_owned())
+        }
+        (&Method::GET, "/readyz") => {
+            (StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"not ready"}"#.to_owned())
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "application/json",
@@ -45,8 +35,7 @@ pub fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     };
     let mut res = Response::new(body::full(text));
     *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res
 }
 
@@ -70,9 +59,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::
                 let res = handle(&shared, &req);
                 async move { Ok::<_, Infallible>(res) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

@@ -75,11 +75,7 @@ pub async fn accept_loop(
             _ = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            peer,
-            local: local.unwrap_or(peer),
-            tls: listener.tls.is_some(),
-        };
+        let info = ConnInfo { peer, local: local.unwrap_or(peer), tls: listener.tls.is_some() };
         let watcher = graceful.watcher();
         let service = service.clone();
         let builder = builder.clone();
@@ -88,15 +84,13 @@ pub async fn accept_loop(
             let service = Connection { service, info };
             match tls {
                 None => serve(stream, builder, service, watcher).await,
-                Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve(tls, builder, service, watcher).await,
-                        Ok(Err(e)) => {
-                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
-                        }
-                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve(tls, builder, service, watcher).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
                     }
-                }
+                    Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                },
             }
         });
     }
@@ -129,16 +123,11 @@ async fn serve<IO, S>(
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
-        + Clone
-        + Send
-        + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .into_owned();
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "connection ended with error");
     }
@@ -151,11 +140,7 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Binds a TCP listener (with `SO_REUSEADDR`, as servers do).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)

@@ -21,10 +21,7 @@ impl CertStore {
     /// Loads the certificate and key.
     pub fn load(files: TlsFiles) -> Result<Arc<CertStore>, ConfigError> {
         let key = load(&files)?;
-        Ok(Arc::new(CertStore {
-            files,
-            current: ArcSwap::from_pointee(key),
-        }))
+        Ok(Arc::new(CertStore { files, current: ArcSwap::from_pointee(key) }))
     }
 
     /// Re-reads the files; on error the old certificate stays.
@@ -57,29 +54,13 @@ fn load(files: &TlsFiles) -> Result<CertifiedKey, ConfigError> {
     let cert_pem = files.cert.read()?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            files.cert.error(format!(
-                "invalid PEM certificate in {}: {e}",
-                files.cert.path.display()
-            ))
-        })?;
+        .map_err(|e| files.cert.error(format!("invalid PEM certificate in {}: {e}", files.cert.path.display())))?;
     if certs.is_empty() {
-        return Err(files
-            .cert
-            .error(format!("no certificate in {}", files.cert.path.display())));
+        return Err(files.cert.error(format!("no certificate in {}", files.cert.path.display())));
     }
     let key_pem = files.key.read()?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        files.key.error(format!(
-            "no usable private key in {}: {e}",
-            files.key.path.display()
-        ))
-    })?;
-    CertifiedKey::from_der(certs, key, &rustls::crypto::aws_lc_rs::default_provider()).map_err(
-        |e| {
-            files
-                .key
-                .error(format!("certificate and key do not fit together: {e}"))
-        },
-    )
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| files.key.error(format!("no usable private key in {}: {e}", files.key.path.display())))?;
+    CertifiedKey::from_der(certs, key, &rustls::crypto::aws_lc_rs::default_provider())
+        .map_err(|e| files.key.error(format!("certificate and key do not fit together: {e}")))
 }

@@ -69,32 +69,19 @@ pub fn asks_for_nonce(status: StatusCode, headers: &HeaderMap) -> Option<String>
 
 /// Sends the request, retrying once for a nonce.
 pub async fn send(req: &CurlRequest) -> Result<CurlResponse, CurlError> {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| CurlError::Invalid(e.to_string()))?
-    .with_root_certificates(rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    })
-    .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_all_versions()
-        .build();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CurlError::Invalid(e.to_string()))?
+        .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+        .with_no_client_auth();
+    let connector =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_all_versions().build();
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build(connector);
     let mut nonce: Option<String> = None;
     let mut attempt = 1;
     loop {
         let iat = crate::auth::now_ms() / 1000;
-        let proof = req.signer.proof(
-            req.method.as_str(),
-            &req.url,
-            Some(&req.token),
-            nonce.as_deref(),
-            iat,
-        );
+        let proof = req.signer.proof(req.method.as_str(), &req.url, Some(&req.token), nonce.as_deref(), iat);
         let mut builder = http::Request::builder()
             .method(req.method.clone())
             .uri(&req.url)
@@ -104,18 +91,13 @@ pub async fn send(req: &CurlRequest) -> Result<CurlResponse, CurlError> {
             builder = builder.header(k, v);
         }
         let body = req.body.clone().map_or_else(body::empty, body::full);
-        let http_req = builder
-            .body(body)
-            .map_err(|e| CurlError::Invalid(e.to_string()))?;
-        let res = client.request(http_req).await.map_err(|e| {
-            CurlError::Transport(format!("{e}: {:?}", std::error::Error::source(&e)))
-        })?;
-        let (parts, incoming) = res.into_parts();
-        let bytes = incoming
-            .collect()
+        let http_req = builder.body(body).map_err(|e| CurlError::Invalid(e.to_string()))?;
+        let res = client
+            .request(http_req)
             .await
-            .map_err(|e| CurlError::Transport(e.to_string()))?
-            .to_bytes();
+            .map_err(|e| CurlError::Transport(format!("{e}: {:?}", std::error::Error::source(&e))))?;
+        let (parts, incoming) = res.into_parts();
+        let bytes = incoming.collect().await.map_err(|e| CurlError::Transport(e.to_string()))?.to_bytes();
         match asks_for_nonce(parts.status, &parts.headers) {
             Some(n) if attempt == 1 => {
                 nonce = Some(n);

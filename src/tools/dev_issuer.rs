@@ -34,9 +34,7 @@ pub struct DevIssuer {
 
 impl std::fmt::Debug for DevIssuer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevIssuer")
-            .field("issuer", &self.state.issuer)
-            .finish()
+        f.debug_struct("DevIssuer").field("issuer", &self.state.issuer).finish()
     }
 }
 
@@ -52,9 +50,7 @@ impl DevIssuer {
             jwks_fetches: AtomicU64::new(0),
             next_kid: AtomicU64::new(1),
         });
-        let issuer = DevIssuer {
-            state: state.clone(),
-        };
+        let issuer = DevIssuer { state: state.clone() };
         issuer.rotate();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -80,14 +76,8 @@ impl DevIssuer {
 
     /// Adds a new signing key (new `kid`) and signs with it from now on; returns the kid.
     pub fn rotate(&self) -> String {
-        let kid = format!(
-            "dev-key-{}",
-            self.state.next_kid.fetch_add(1, Ordering::SeqCst)
-        );
-        self.state
-            .keys
-            .write()
-            .insert(0, (kid.clone(), Arc::new(SigningKey::generate())));
+        let kid = format!("dev-key-{}", self.state.next_kid.fetch_add(1, Ordering::SeqCst));
+        self.state.keys.write().insert(0, (kid.clone(), Arc::new(SigningKey::generate())));
         kid
     }
 
@@ -102,14 +92,7 @@ impl DevIssuer {
     }
 
     /// Mints an access token for `sub`, bound to the DPoP key thumbprint `jkt`.
-    pub fn mint(
-        &self,
-        sub: &str,
-        jkt: &str,
-        scope: &str,
-        audience: &str,
-        lifetime: Duration,
-    ) -> String {
+    pub fn mint(&self, sub: &str, jkt: &str, scope: &str, audience: &str, lifetime: Duration) -> String {
         let (kid, key) = self.state.keys.read()[0].clone();
         self.mint_with(&key, &kid, sub, jkt, scope, audience, lifetime)
     }
@@ -145,10 +128,7 @@ impl DevIssuer {
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
     let mut res = Response::new(body::full(value.to_string()));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    res.headers_mut().insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     res
 }
 

@@ -16,14 +16,7 @@ pub struct DpopSigner {
 
 impl DpopSigner {
     /// A proof for `method url`, bound to `token` (its `ath`) and carrying `nonce`.
-    pub fn proof(
-        &self,
-        method: &str,
-        url: &str,
-        token: Option<&str>,
-        nonce: Option<&str>,
-        iat: u64,
-    ) -> String {
+    pub fn proof(&self, method: &str, url: &str, token: Option<&str>, nonce: Option<&str>, iat: u64) -> String {
         let htu = url.split(['?', '#']).next().unwrap_or(url);
         let mut claims = json!({"jti": random_id(), "htm": method, "htu": htu, "iat": iat});
         if let Some(n) = nonce {
@@ -32,9 +25,6 @@ impl DpopSigner {
         if let Some(t) = token {
             claims["ath"] = json!(crate::jose::sha256_b64url(t.as_bytes()));
         }
-        self.key.sign_jwt(
-            json!({"typ": "dpop+jwt", "jwk": self.key.public_jwk()}),
-            &claims,
-        )
+        self.key.sign_jwt(json!({"typ": "dpop+jwt", "jwk": self.key.public_jwk()}), &claims)
     }
 }

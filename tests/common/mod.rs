@@ -105,10 +105,7 @@ pub fn chunked_body(total: u64) -> Body {
                 return None;
             }
             let n = (total - sent).min(CHUNK as u64) as usize;
-            Some((
-                Ok::<_, Infallible>(Frame::data(chunk.slice(..n))),
-                sent + n as u64,
-            ))
+            Some((Ok::<_, Infallible>(Frame::data(chunk.slice(..n))), sent + n as u64))
         }
     });
     body::boxed(StreamBody::new(stream))
@@ -142,18 +139,14 @@ pub async fn websocket_upstream() -> SocketAddr {
 
 /// A config with one route per `(name, path, upstream addr)`, on ephemeral ports.
 pub fn config_with(extra_top: &str, upstreams: &[(&str, SocketAddr)], routes: &str) -> Config {
-    let mut text = format!(
-        "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlog: {{ level: warn }}\n{extra_top}\nupstreams:\n"
-    );
+    let mut text =
+        format!("listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nlog: {{ level: warn }}\n{extra_top}\nupstreams:\n");
     for (name, addr) in upstreams {
-        text.push_str(&format!(
-            "  {name}:\n    url: http://{addr}\n    timeout: 2s\n"
-        ));
+        text.push_str(&format!("  {name}:\n    url: http://{addr}\n    timeout: 2s\n"));
     }
     text.push_str("routes:\n");
     text.push_str(routes);
-    Config::parse(&text, "test.yaml")
-        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{text}"))
+    Config::parse(&text, "test.yaml").unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{text}"))
 }
 
 /// Starts a gateway with a single catch-all public route to `upstream`.
@@ -176,9 +169,7 @@ pub fn client() -> TestClient {
 
 /// An HTTP/2 prior-knowledge (h2c) client.
 pub fn h2c_client() -> TestClient {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
 }
 
 /// Sends a request and collects the body.
@@ -199,8 +190,7 @@ pub fn get(url: String, headers: &[(&str, &str)]) -> Request<Body> {
 
 /// Parses the echo upstream's JSON.
 pub fn json(bytes: &Bytes) -> serde_json::Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(bytes)))
+    serde_json::from_slice(bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(bytes)))
 }
 
 /// Resident set size of this process, in bytes (Linux).

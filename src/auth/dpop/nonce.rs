@@ -24,10 +24,7 @@ impl Nonces {
     /// reference's bounds (at most a third of the 180 s proof window).
     pub fn new(secret: &[u8; 32], rotation: Duration) -> Nonces {
         let rotation_ms = (rotation.as_millis() as u64).clamp(1_000, 60_000);
-        Nonces {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
-            rotation_ms,
-        }
+        Nonces { key: hmac::Key::new(hmac::HMAC_SHA256, secret), rotation_ms }
     }
 
     fn counter(&self, now_ms: u64) -> u64 {
@@ -47,9 +44,7 @@ impl Nonces {
     pub fn is_valid(&self, nonce: &str, now_ms: u64) -> bool {
         let c = self.counter(now_ms);
         // Nonces are public values: a plain comparison leaks nothing worth having.
-        [c.wrapping_sub(1), c, c + 1]
-            .iter()
-            .any(|&k| self.nonce(k) == nonce)
+        [c.wrapping_sub(1), c, c + 1].iter().any(|&k| self.nonce(k) == nonce)
     }
 }
 
@@ -72,18 +67,9 @@ mod tests {
     fn spec_vectors() {
         let n = nonces();
         assert_eq!(n.counter(T_MS), 29_453_760);
-        assert_eq!(
-            n.nonce(29_453_759),
-            "fRZsG90oAf01cgXyUPe6bCssCx3fcI8r5mpWEdiRWlU"
-        );
-        assert_eq!(
-            n.nonce(29_453_760),
-            "CWuE8o4qhL7fvK0JGlmfMgkZKwzS6LNOzdgqs38nAMw"
-        );
-        assert_eq!(
-            n.current(T_MS),
-            "Xd9XRtb46Uu4zNb90zjibni4dQ7W_SjdRdhfUkDoTS4"
-        );
+        assert_eq!(n.nonce(29_453_759), "fRZsG90oAf01cgXyUPe6bCssCx3fcI8r5mpWEdiRWlU");
+        assert_eq!(n.nonce(29_453_760), "CWuE8o4qhL7fvK0JGlmfMgkZKwzS6LNOzdgqs38nAMw");
+        assert_eq!(n.current(T_MS), "Xd9XRtb46Uu4zNb90zjibni4dQ7W_SjdRdhfUkDoTS4");
     }
 
     #[test]

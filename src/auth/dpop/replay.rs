@@ -18,11 +18,7 @@ pub struct ReplayError(pub String);
 pub trait ReplayStore: Send + Sync + std::fmt::Debug {
     /// Records `key` for `ttl`. `Ok(true)` if it was new, `Ok(false)` if it was already
     /// there (a replay). Must be atomic: of two concurrent inserts, one sees `false`.
-    fn insert_if_absent(
-        &self,
-        key: [u8; 32],
-        ttl: Duration,
-    ) -> BoxFuture<'_, Result<bool, ReplayError>>;
+    fn insert_if_absent(&self, key: [u8; 32], ttl: Duration) -> BoxFuture<'_, Result<bool, ReplayError>>;
 }
 
 /// Builds a replay key: SHA-256 over length-prefixed parts (no ambiguity between
@@ -47,12 +43,7 @@ pub struct MemoryReplayStore {
 struct UntilDeadline;
 
 impl moka::Expiry<[u8; 32], Instant> for UntilDeadline {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        deadline: &Instant,
-        now: Instant,
-    ) -> Option<Duration> {
+    fn expire_after_create(&self, _key: &[u8; 32], deadline: &Instant, now: Instant) -> Option<Duration> {
         Some(deadline.saturating_duration_since(now))
     }
 }
@@ -62,10 +53,7 @@ impl MemoryReplayStore {
     /// inserted keys go first; size it above peak proofs per `ttl`.
     pub fn new(capacity: u64) -> MemoryReplayStore {
         MemoryReplayStore {
-            seen: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .expire_after(UntilDeadline)
-                .build(),
+            seen: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilDeadline).build(),
         }
     }
 
@@ -81,11 +69,7 @@ impl MemoryReplayStore {
 }
 
 impl ReplayStore for MemoryReplayStore {
-    fn insert_if_absent(
-        &self,
-        key: [u8; 32],
-        ttl: Duration,
-    ) -> BoxFuture<'_, Result<bool, ReplayError>> {
+    fn insert_if_absent(&self, key: [u8; 32], ttl: Duration) -> BoxFuture<'_, Result<bool, ReplayError>> {
         let entry = self.seen.entry(key).or_insert_with(|| Instant::now() + ttl);
         Box::pin(std::future::ready(Ok(entry.is_fresh())))
     }
@@ -99,25 +83,10 @@ mod tests {
     async fn second_insert_is_a_replay() {
         let store = MemoryReplayStore::new(100);
         let k = replay_key("DPoP", &["jkt", "jti-1"]);
-        assert!(
-            store
-                .insert_if_absent(k, Duration::from_secs(60))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !store
-                .insert_if_absent(k, Duration::from_secs(60))
-                .await
-                .unwrap()
-        );
+        assert!(store.insert_if_absent(k, Duration::from_secs(60)).await.unwrap());
+        assert!(!store.insert_if_absent(k, Duration::from_secs(60)).await.unwrap());
         let other = replay_key("DPoP", &["jkt", "jti-2"]);
-        assert!(
-            store
-                .insert_if_absent(other, Duration::from_secs(60))
-                .await
-                .unwrap()
-        );
+        assert!(store.insert_if_absent(other, Duration::from_secs(60)).await.unwrap());
     }
 
     #[test]
@@ -130,20 +99,10 @@ mod tests {
     async fn entries_expire() {
         let store = MemoryReplayStore::new(100);
         let k = replay_key("DPoP", &["a"]);
-        assert!(
-            store
-                .insert_if_absent(k, Duration::from_millis(30))
-                .await
-                .unwrap()
-        );
+        assert!(store.insert_if_absent(k, Duration::from_millis(30)).await.unwrap());
         std::thread::sleep(Duration::from_millis(60));
         store.seen.run_pending_tasks();
-        assert!(
-            store
-                .insert_if_absent(k, Duration::from_millis(30))
-                .await
-                .unwrap()
-        );
+        assert!(store.insert_if_absent(k, Duration::from_millis(30)).await.unwrap());
     }
 
     #[test]
@@ -154,19 +113,13 @@ mod tests {
             .map(|_| {
                 let store = store.clone();
                 std::thread::spawn(move || {
-                    futures_util::FutureExt::now_or_never(
-                        store.insert_if_absent(k, Duration::from_secs(60)),
-                    )
-                    .unwrap()
-                    .unwrap()
+                    futures_util::FutureExt::now_or_never(store.insert_if_absent(k, Duration::from_secs(60)))
+                        .unwrap()
+                        .unwrap()
                 })
             })
             .collect();
-        let fresh = handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|&f| f)
-            .count();
+        let fresh = handles.into_iter().map(|h| h.join().unwrap()).filter(|&f| f).count();
         assert_eq!(fresh, 1);
     }
 }

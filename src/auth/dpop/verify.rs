@@ -44,21 +44,13 @@ fn fail(e: ProofError) -> AuthError {
 }
 
 /// Verifies a proof, in the reference's order of checks.
-pub fn verify_proof(
-    proof: &str,
-    ctx: &ProofContext<'_>,
-    nonces: &Nonces,
-) -> Result<VerifiedProof, AuthError> {
+pub fn verify_proof(proof: &str, ctx: &ProofContext<'_>, nonces: &Nonces) -> Result<VerifiedProof, AuthError> {
     // §3.2: the JWS.
     let jws = jws::parse(proof).map_err(|_| fail(ProofError::Malformed))?;
     if jws.header.typ.as_deref().map(normalize_typ).as_deref() != Some("dpop+jwt") {
         return Err(fail(ProofError::Typ));
     }
-    let jwk_value = jws
-        .header
-        .jwk
-        .as_ref()
-        .ok_or(fail(ProofError::JwkInvalid))?;
+    let jwk_value = jws.header.jwk.as_ref().ok_or(fail(ProofError::JwkInvalid))?;
     let jwk = Jwk::from_value(jwk_value).map_err(|_| fail(ProofError::JwkInvalid))?;
     let key = jwk.public_key().map_err(|e| {
         fail(match e {
@@ -67,9 +59,7 @@ pub fn verify_proof(
             JwkError::Shape | JwkError::BadPoint => ProofError::JwkInvalid,
         })
     })?;
-    let alg = Alg::from_name(&jws.header.alg)
-        .filter(|a| *a == key.alg())
-        .ok_or(fail(ProofError::Alg))?;
+    let alg = Alg::from_name(&jws.header.alg).filter(|a| *a == key.alg()).ok_or(fail(ProofError::Alg))?;
     if jws.header.crit.is_some() {
         return Err(fail(ProofError::Crit));
     }
@@ -81,10 +71,7 @@ pub fn verify_proof(
     let c = &jws.claims;
     let now = (ctx.now_ms / 1000) as f64;
     let tolerance = CLOCK_TOLERANCE as f64;
-    let iat = c
-        .get("iat")
-        .and_then(Value::as_f64)
-        .ok_or(fail(ProofError::IatType))?;
+    let iat = c.get("iat").and_then(Value::as_f64).ok_or(fail(ProofError::IatType))?;
     if now - iat - tolerance > MAX_AGE as f64 {
         return Err(fail(ProofError::IatPast));
     }
@@ -110,18 +97,11 @@ pub fn verify_proof(
         Some(Value::String(n)) => Some(n.as_str()),
         Some(_) => return Err(fail(ProofError::NonceType)),
     };
-    let jti = c
-        .get("jti")
-        .and_then(Value::as_str)
-        .filter(|j| !j.is_empty())
-        .ok_or(fail(ProofError::JtiMissing))?;
+    let jti = c.get("jti").and_then(Value::as_str).filter(|j| !j.is_empty()).ok_or(fail(ProofError::JtiMissing))?;
     if c.get("htm").and_then(Value::as_str) != Some(ctx.method) {
         return Err(fail(ProofError::HtmMismatch));
     }
-    let htu = c
-        .get("htu")
-        .and_then(Value::as_str)
-        .ok_or(fail(ProofError::HtuType))?;
+    let htu = c.get("htu").and_then(Value::as_str).ok_or(fail(ProofError::HtuType))?;
     check_htu(htu, ctx.url).map_err(fail)?;
     match nonce {
         None => return Err(AuthError::UseNonce { mismatch: false }),
@@ -151,9 +131,5 @@ pub fn check_htu(htu: &str, request: &url::Url) -> Result<(), ProofError> {
         return Err(ProofError::HtuScheme);
     }
     let same = claim.origin() == request.origin() && claim.path() == request.path();
-    if same {
-        Ok(())
-    } else {
-        Err(ProofError::HtuMismatch)
-    }
+    if same { Ok(()) } else { Err(ProofError::HtuMismatch) }
 }
