@@ -42,6 +42,8 @@ pub struct DpopState {
     pub tokens: TokenCache,
     /// Largest `DPoP` header accepted.
     pub max_proof_bytes: usize,
+    /// Parsed proof keys by thumbprint.
+    pub proof_keys: crate::auth::dpop::verify::KeyCache,
 }
 
 impl DpopState {
@@ -76,6 +78,7 @@ impl DpopState {
             issuers,
             tokens: TokenCache::new(config.token_cache_capacity),
             max_proof_bytes: config.max_proof_bytes,
+            proof_keys: crate::auth::dpop::verify::KeyCache::new(10_000),
         })
     }
 }
@@ -105,7 +108,12 @@ impl Runtime {
         } else {
             None
         };
-        let routes = config.routes.iter().map(|r| Arc::new(Route::new(r, upstreams[r.upstream].clone()))).collect();
+        let identity = Arc::new(config.identity_headers.clone());
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Arc::new(Route::new(r, upstreams[r.upstream].clone(), identity.clone())))
+            .collect();
         Ok(Runtime { routes: RouteTable::new(routes), upstreams, outbound, dpop, config: Arc::new(config) })
     }
 }

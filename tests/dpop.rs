@@ -235,3 +235,15 @@ async fn public_url_decides_htu() {
     assert_eq!(res.status, StatusCode::UNAUTHORIZED);
     assert_eq!(json(&res.body)["message"], r#"DPoP "htu" mismatch"#);
 }
+
+#[tokio::test]
+async fn identity_header_names_are_configurable() {
+    let issuer = DevIssuer::spawn(loopback()).await.unwrap();
+    let s = setup_with(issuer, "identity_headers: { did: x-atproto-user-did, auth: x-atgate-auth }\n").await;
+    let res = s.curl(&s.token(), "/xrpc/a.b.c").await;
+    let h = &json(&res.body)["headers"];
+    assert_eq!(h["x-atproto-user-did"], DID);
+    assert_eq!(h["x-atgate-auth"], "oauth");
+    assert!(h["x-atproto-did"].is_null());
+    assert_eq!(h["x-atproto-scope"], "atproto transition:generic");
+}

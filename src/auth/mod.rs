@@ -20,8 +20,8 @@ use tower::{Layer, Service};
 pub use error::{AuthError, DPOP_ALGS, ProofError, Scheme, TokenError, challenge};
 
 use crate::body::{Body, HttpFuture};
-use crate::config::AuthMethod;
-use crate::jose::{b64url, jws};
+use crate::config::{AuthMethod, IdentityHeaders};
+use crate::jose::b64url;
 use crate::proxy::forwarded::ClientInfo;
 use crate::respond::reject;
 use crate::router::Route;
@@ -43,24 +43,9 @@ pub enum Principal {
     },
 }
 
-/// Names of the identity headers atgate injects.
-pub mod headers {
-    use http::HeaderName;
-    /// The principal's DID.
-    pub static DID: HeaderName = HeaderName::from_static("x-atproto-did");
-    /// How it was authenticated: `oauth`, `service`, `app-password`.
-    pub static AUTH: HeaderName = HeaderName::from_static("x-atproto-auth");
-    /// The OAuth `client_id`.
-    pub static CLIENT_ID: HeaderName = HeaderName::from_static("x-atproto-client-id");
-    /// The granted scope string.
-    pub static SCOPE: HeaderName = HeaderName::from_static("x-atproto-scope");
-    /// The DPoP key thumbprint.
-    pub static JKT: HeaderName = HeaderName::from_static("x-atproto-jkt");
-}
-
 impl Principal {
     /// Writes the identity headers the upstream receives for this principal, DID first.
-    pub fn write_headers(&self, out: &mut HeaderMap) {
+    pub fn write_headers(&self, names: &IdentityHeaders, out: &mut HeaderMap) {
         let mut put = |name: &HeaderName, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
                 out.insert(name.clone(), v);
@@ -69,13 +54,13 @@ impl Principal {
         match self {
             Principal::Anonymous => {}
             Principal::OAuth { token, jkt } => {
-                put(&headers::DID, &token.sub);
-                put(&headers::AUTH, "oauth");
+                put(&names.did, &token.sub);
+                put(&names.auth, "oauth");
                 if let Some(client) = &token.client_id {
-                    put(&headers::CLIENT_ID, client);
+                    put(&names.client_id, client);
                 }
-                put(&headers::SCOPE, &token.scope);
-                put(&headers::JKT, jkt);
+                put(&names.scope, &token.scope);
+                put(&names.jkt, jkt);
             }
         }
     }
@@ -176,7 +161,7 @@ pub async fn authenticate_dpop(
     let ath = b64url(&hash);
     let url = external.ok_or(AuthError::Proof(ProofError::HtuMismatch))?;
     let ctx = ProofContext { method: req.method.as_str(), url, ath: Some(&ath), now_ms };
-    let proof = verify_proof(proof, &ctx, &dpop.nonces)?;
+    let proof = verify_proof(proof, &ctx, &dpop.nonces, &dpop.proof_keys)?;
     match replay.insert_if_absent(proof.replay_key, REPLAY_TTL).await {
         Ok(true) => {}
         Ok(false) => return Err(AuthError::Proof(ProofError::Replayed)),
@@ -202,10 +187,6 @@ async fn verified_token(
 ) -> Result<Arc<VerifiedToken>, AuthError> {
     if let Some(t) = dpop.tokens.get(hash, now) {
         return Ok(t);
-    }
-    // Cheap shape check first, so garbage never reaches the issuer lookup.
-    if jws::parse(token).is_err() {
-        return Err(AuthError::Token { scheme, reason: TokenError::Malformed });
     }
     let verified = Arc::new(token::verify_token(token, scheme, &dpop.issuers, now).await?);
     dpop.tokens.insert(*hash, verified.clone());

@@ -45,6 +45,7 @@ fn state(audience: &str) -> DpopState {
         issuers: Issuers::new(&[config], &net).unwrap(),
         tokens: TokenCache::new(100),
         max_proof_bytes: 8192,
+        proof_keys: super::dpop::verify::KeyCache::new(100),
     }
 }
 
@@ -122,7 +123,7 @@ async fn spec_vector_is_accepted_once() {
     assert_eq!(token.client_id.as_deref(), Some("https://app.example.com/oauth-client-metadata.json"));
     assert_eq!(jkt, "J1-h8YxSJ-FVs_JVy8pUqwjiE45mUrkpsEv57JhLCA0");
     let mut headers = http::HeaderMap::new();
-    principal.write_headers(&mut headers);
+    principal.write_headers(&Default::default(), &mut headers);
     assert_eq!(headers.keys().next().unwrap(), "x-atproto-did");
     assert_eq!(headers["x-atproto-did"], "did:plc:ewvi7nxzyoun6zhxrhs64oiz");
     assert_eq!(headers["x-atproto-auth"], "oauth");
@@ -319,5 +320,81 @@ proptest! {
         }
         let result = rt.block_on(run(case));
         prop_assert!(result.is_err(), "a modified request was accepted");
+    }
+}
+
+/// Tokens signed with an HS256 shared secret (PDS style) and with an ES256K key
+/// (entryway style) verify against issuers configured that way.
+#[tokio::test]
+async fn hs256_and_es256k_issuers() {
+    use crate::config::{FileRef, SecretRef};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = b"0123456789abcdef0123456789abcdef-pds-secret";
+    std::fs::write(dir.path().join("secret"), secret).unwrap();
+    let file =
+        FileRef { path: dir.path().join("secret"), origin: "t".into(), place: Default::default(), field: "f".into() };
+    let k256 = k256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let point = k256.verifying_key().to_encoded_point(true);
+    let k256_jwk = crate::jose::jwk::from_sec1("secp256k1", point.as_bytes()).unwrap();
+    let issuer = |name: &str, keys: KeySource, algs: &[&str]| IssuerConfig {
+        issuer: name.into(),
+        keys,
+        audiences: vec![],
+        algs: algs.iter().map(|a| a.to_string()).collect(),
+        clock_skew: Duration::ZERO,
+        jwks_refresh: Duration::from_secs(300),
+        max_stale: Duration::from_secs(3600),
+    };
+    let configs = [
+        issuer("https://pds.test", KeySource::Hs256(SecretRef::File(file)), &["HS256"]),
+        issuer("https://entryway.test", KeySource::PublicKey(k256_jwk), &["ES256K"]),
+    ];
+    let issuers = Issuers::new(&configs, &Outbound::new(Default::default())).unwrap();
+    let now = 1_767_225_600u64;
+    let claims = |iss: &str| json!({"iss": iss, "sub": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto", "cnf": {"jkt": "x"}});
+    let b64 = |v: &Value| crate::jose::b64url(v.to_string().as_bytes());
+    // HS256.
+    let input = format!("{}.{}", b64(&json!({"typ": "at+jwt", "alg": "HS256"})), b64(&claims("https://pds.test")));
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+    let tag = aws_lc_rs::hmac::sign(&key, input.as_bytes());
+    let token = format!("{input}.{}", crate::jose::b64url(tag.as_ref()));
+    let t = token::verify_token(&token, Scheme::Dpop, &issuers, now).await.unwrap();
+    assert_eq!(t.issuer, "https://pds.test");
+    let forged = format!("{input}.{}", crate::jose::b64url(&[0u8; 32]));
+    let r = token::verify_token(&forged, Scheme::Dpop, &issuers, now).await;
+    assert!(matches!(r, Err(AuthError::Token { reason: TokenError::Signature, .. })), "{r:?}");
+    // ES256K.
+    use k256::ecdsa::signature::Signer;
+    let input =
+        format!("{}.{}", b64(&json!({"typ": "at+jwt", "alg": "ES256K"})), b64(&claims("https://entryway.test")));
+    let sig: k256::ecdsa::Signature = k256.sign(input.as_bytes());
+    let token = format!("{input}.{}", crate::jose::b64url(&sig.to_bytes()));
+    let t = token::verify_token(&token, Scheme::Dpop, &issuers, now).await.unwrap();
+    assert_eq!(t.issuer, "https://entryway.test");
+    // An ES256K token presented to the HS256 issuer: alg not allowed.
+    let wrong = token.replace(&b64(&claims("https://entryway.test")), &b64(&claims("https://pds.test")));
+    let r = token::verify_token(&wrong, Scheme::Dpop, &issuers, now).await;
+    assert!(matches!(r, Err(AuthError::Token { reason: TokenError::Alg, .. })), "{r:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// The JWS, JWK and proof parsers never panic, whatever arrives.
+    #[test]
+    fn parsers_never_panic(text in "\\PC{0,300}", dots in "[A-Za-z0-9_.-]{0,200}") {
+        let _ = crate::jose::jws::parse(&text);
+        let _ = crate::jose::jws::parse(&dots);
+        if let Ok(v) = serde_json::from_str::<Value>(&text) {
+            if let Ok(jwk) = Jwk::from_value(&v) {
+                let _ = jwk.public_key();
+                let _ = jwk.thumbprint();
+            }
+        }
+        let dpop = state("did:web:gateway.example.com");
+        let url = url::Url::parse(URL).unwrap();
+        let ctx = super::dpop::verify::ProofContext { method: "GET", url: &url, ath: Some(ATH), now_ms: T_MS };
+        prop_assert!(super::dpop::verify::verify_proof(&dots, &ctx, &dpop.nonces, &dpop.proof_keys).is_err());
+        let _ = super::dpop::verify::check_htu(&text, &url);
     }
 }

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::raw::{RawDpop, RawIssuer, RawOutbound, RawPublicKey};
+use super::raw::{RawDpop, RawIdentityHeaders, RawIssuer, RawOutbound, RawPublicKey};
 use super::validate::Validator;
-use super::{DpopConfig, IssuerConfig, KeySource, OutboundConfig, Place, SecretRef};
+use super::{DpopConfig, IdentityHeaders, IssuerConfig, KeySource, OutboundConfig, Place, SecretRef};
 use crate::jose::Jwk;
 
 const TOKEN_ALGS: [&str; 3] = ["ES256", "ES256K", "HS256"];
@@ -203,6 +203,29 @@ impl Validator<'_> {
                 self.error(place, field, "not a usable P-256 or secp256k1 public key");
                 None
             }
+        }
+    }
+
+    pub(super) fn identity_headers(&mut self, raw: &RawIdentityHeaders) -> IdentityHeaders {
+        let d = IdentityHeaders::default();
+        let name = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default: http::HeaderName| {
+            let Some(value) = value else { return default };
+            v.check(value, format!("identity_headers.{field}"), |s| {
+                let lower = s.to_ascii_lowercase();
+                let ours = crate::proxy::headers::is_identity_header(&lower);
+                match http::HeaderName::from_bytes(lower.as_bytes()) {
+                    Ok(h) if ours => Ok(h),
+                    _ => Err(format!("invalid header name {s:?} (must start with x-atproto- or x-atgate-, so that clients cannot send it)")),
+                }
+            })
+            .unwrap_or(default)
+        };
+        IdentityHeaders {
+            did: name(self, &raw.did, "did", d.did),
+            auth: name(self, &raw.auth, "auth", d.auth),
+            client_id: name(self, &raw.client_id, "client_id", d.client_id),
+            scope: name(self, &raw.scope, "scope", d.scope),
+            jkt: name(self, &raw.jkt, "jkt", d.jkt),
         }
     }
 

@@ -53,6 +53,36 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// Outbound fetch policy.
     pub outbound: OutboundConfig,
+    /// Names of the injected identity headers.
+    pub identity_headers: IdentityHeaders,
+}
+
+/// Names of the identity headers sent upstream. Each must start with `x-atproto-` or
+/// `x-atgate-`, so that the ingress strip removes client-sent copies of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    /// The principal's DID. Default `x-atproto-did`.
+    pub did: http::HeaderName,
+    /// `oauth` (later `service`, `app-password`). Default `x-atproto-auth`.
+    pub auth: http::HeaderName,
+    /// The OAuth `client_id`. Default `x-atproto-client-id`.
+    pub client_id: http::HeaderName,
+    /// The granted scope. Default `x-atproto-scope`.
+    pub scope: http::HeaderName,
+    /// The DPoP key thumbprint. Default `x-atproto-jkt`.
+    pub jkt: http::HeaderName,
+}
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            did: http::HeaderName::from_static("x-atproto-did"),
+            auth: http::HeaderName::from_static("x-atproto-auth"),
+            client_id: http::HeaderName::from_static("x-atproto-client-id"),
+            scope: http::HeaderName::from_static("x-atproto-scope"),
+            jkt: http::HeaderName::from_static("x-atproto-jkt"),
+        }
+    }
 }
 
 /// A file the config names, read when the runtime is built.

@@ -90,6 +90,19 @@ pub(super) struct RawConfig {
     pub(super) issuers: Vec<Spanned<RawIssuer>>,
     #[serde(default)]
     pub(super) outbound: RawOutbound,
+    #[serde(default)]
+    pub(super) identity_headers: RawIdentityHeaders,
+}
+
+/// `identity_headers:`, names of the headers atgate injects.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentityHeaders {
+    pub(super) did: Option<Spanned<String>>,
+    pub(super) auth: Option<Spanned<String>>,
+    pub(super) client_id: Option<Spanned<String>>,
+    pub(super) scope: Option<Spanned<String>>,
+    pub(super) jkt: Option<Spanned<String>>,
 }
 
 /// `dpop:`.

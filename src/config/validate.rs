@@ -230,6 +230,7 @@ impl Validator<'_> {
         let dpop = self.dpop(raw.dpop.as_ref());
         let issuers = self.issuers(&raw.issuers);
         let outbound = self.outbound(&raw.outbound);
+        let identity_headers = self.identity_headers(&raw.identity_headers);
         if issuers.is_empty()
             && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth == AuthMethod::Dpop)
         {
@@ -254,6 +255,7 @@ impl Validator<'_> {
             dpop,
             issuers,
             outbound,
+            identity_headers,
         }
     }
 

@@ -31,8 +31,9 @@ pub fn strip_identity(mut req: Request<Body>) -> Request<Body> {
 /// Sets the identity headers for the principal the auth stage inserted.
 pub fn inject_identity(mut req: Request<Body>) -> Request<Body> {
     let principal = req.extensions_mut().remove::<Principal>();
-    if let Some(principal) = principal {
-        principal.write_headers(req.headers_mut());
+    let names = req.extensions().get::<std::sync::Arc<crate::router::Route>>().map(|r| r.identity.clone());
+    if let (Some(principal), Some(names)) = (principal, names) {
+        principal.write_headers(&names, req.headers_mut());
     }
     req
 }

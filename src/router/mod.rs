@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tower::{Layer, Service};
 
 use crate::body::{Body, HttpFuture};
-use crate::config::{AuthMethod, Rewrite, RouteConfig};
+use crate::config::{AuthMethod, IdentityHeaders, Rewrite, RouteConfig};
 use crate::proxy::Upstream;
 use crate::respond::{Reject, reject};
 use crate::state::Shared;
@@ -37,11 +37,13 @@ pub struct Route {
     pub forward_credentials: bool,
     /// Path change before forwarding.
     pub rewrite: Option<Rewrite>,
+    /// Names of the identity headers to inject.
+    pub identity: Arc<IdentityHeaders>,
 }
 
 impl Route {
     /// Compiles one route config against its upstream.
-    pub fn new(config: &RouteConfig, upstream: Arc<Upstream>) -> Route {
+    pub fn new(config: &RouteConfig, upstream: Arc<Upstream>, identity: Arc<IdentityHeaders>) -> Route {
         Route {
             name: crate::metrics::Name(config.name.as_str().into()),
             key: config.key.clone(),
@@ -49,6 +51,7 @@ impl Route {
             auth: config.auth,
             forward_credentials: config.forward_credentials,
             rewrite: config.rewrite.clone(),
+            identity,
         }
     }
 

@@ -13,10 +13,19 @@ use crate::jose::b64url;
 pub const DEFAULT_ROTATION: Duration = Duration::from_secs(60);
 
 /// Issues and checks nonces.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Nonces {
     key: hmac::Key,
     rotation_ms: u64,
+    /// The accepted values for the current counter, computed once per rotation.
+    window: arc_swap::ArcSwap<Window>,
+}
+
+/// `nonce(c - 1)`, `nonce(c)`, `nonce(c + 1)` for one counter `c`.
+#[derive(Debug)]
+struct Window {
+    counter: u64,
+    accepted: [String; 3],
 }
 
 impl Nonces {
@@ -24,27 +33,52 @@ impl Nonces {
     /// reference's bounds (at most a third of the 180 s proof window).
     pub fn new(secret: &[u8; 32], rotation: Duration) -> Nonces {
         let rotation_ms = (rotation.as_millis() as u64).clamp(1_000, 60_000);
-        Nonces { key: hmac::Key::new(hmac::HMAC_SHA256, secret), rotation_ms }
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let window = arc_swap::ArcSwap::from_pointee(Window::new(&key, 0));
+        Nonces { key, rotation_ms, window }
+    }
+
+    fn window(&self, now_ms: u64) -> arc_swap::Guard<std::sync::Arc<Window>> {
+        let counter = self.counter(now_ms);
+        let window = self.window.load();
+        if window.counter == counter {
+            return window;
+        }
+        self.window.store(std::sync::Arc::new(Window::new(&self.key, counter)));
+        self.window.load()
     }
 
     fn counter(&self, now_ms: u64) -> u64 {
         now_ms / self.rotation_ms
     }
 
+    #[cfg(test)]
     fn nonce(&self, counter: u64) -> String {
-        b64url(hmac::sign(&self.key, &counter.to_be_bytes()).as_ref())
+        nonce(&self.key, counter)
     }
 
     /// The nonce to send in `DPoP-Nonce` at `now_ms` (Unix milliseconds).
     pub fn current(&self, now_ms: u64) -> String {
-        self.nonce(self.counter(now_ms) + 1)
+        self.window(now_ms).accepted[2].clone()
     }
 
     /// Whether a proof's nonce is acceptable at `now_ms`.
     pub fn is_valid(&self, nonce: &str, now_ms: u64) -> bool {
-        let c = self.counter(now_ms);
         // Nonces are public values: a plain comparison leaks nothing worth having.
-        [c.wrapping_sub(1), c, c + 1].iter().any(|&k| self.nonce(k) == nonce)
+        self.window(now_ms).accepted.iter().any(|n| n == nonce)
+    }
+}
+
+fn nonce(key: &hmac::Key, counter: u64) -> String {
+    b64url(hmac::sign(key, &counter.to_be_bytes()).as_ref())
+}
+
+impl Window {
+    fn new(key: &hmac::Key, counter: u64) -> Window {
+        Window {
+            counter,
+            accepted: [nonce(key, counter.wrapping_sub(1)), nonce(key, counter), nonce(key, counter + 1)],
+        }
     }
 }
 

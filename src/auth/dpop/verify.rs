@@ -8,7 +8,7 @@ use super::nonce::Nonces;
 use super::replay::replay_key;
 use crate::auth::error::{AuthError, ProofError};
 use crate::auth::token::normalize_typ;
-use crate::jose::{Alg, Jwk, JwkError, jws};
+use crate::jose::{Alg, Jwk, JwkError, PublicKey, jws};
 
 /// `DPOP_NONCE_MAX_AGE`: clock tolerance for `iat`, in seconds.
 pub const CLOCK_TOLERANCE: i64 = 180;
@@ -43,8 +43,47 @@ fn fail(e: ProofError) -> AuthError {
     AuthError::Proof(e)
 }
 
+fn jwk_error(e: JwkError) -> ProofError {
+    match e {
+        JwkError::Private => ProofError::JwkPrivate,
+        JwkError::Unsupported => ProofError::Alg,
+        JwkError::Shape | JwkError::BadPoint => ProofError::JwkInvalid,
+    }
+}
+
+/// Parsed proof keys by thumbprint. Clients keep one DPoP key per session, so most proofs
+/// reuse a key whose point was already decoded and validated.
+#[derive(Debug)]
+pub struct KeyCache {
+    keys: moka::sync::Cache<String, PublicKey>,
+}
+
+impl KeyCache {
+    /// Holds at most `capacity` keys, each for up to ten minutes.
+    pub fn new(capacity: u64) -> KeyCache {
+        let keys = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .time_to_live(std::time::Duration::from_secs(600))
+            .build();
+        KeyCache { keys }
+    }
+
+    fn get(&self, jkt: &str) -> Option<PublicKey> {
+        self.keys.get(jkt)
+    }
+
+    fn insert(&self, jkt: String, key: PublicKey) {
+        self.keys.insert(jkt, key);
+    }
+}
+
 /// Verifies a proof, in the reference's order of checks.
-pub fn verify_proof(proof: &str, ctx: &ProofContext<'_>, nonces: &Nonces) -> Result<VerifiedProof, AuthError> {
+pub fn verify_proof(
+    proof: &str,
+    ctx: &ProofContext<'_>,
+    nonces: &Nonces,
+    keys: &KeyCache,
+) -> Result<VerifiedProof, AuthError> {
     // §3.2: the JWS.
     let jws = jws::parse(proof).map_err(|_| fail(ProofError::Malformed))?;
     if jws.header.typ.as_deref().map(normalize_typ).as_deref() != Some("dpop+jwt") {
@@ -52,13 +91,18 @@ pub fn verify_proof(proof: &str, ctx: &ProofContext<'_>, nonces: &Nonces) -> Res
     }
     let jwk_value = jws.header.jwk.as_ref().ok_or(fail(ProofError::JwkInvalid))?;
     let jwk = Jwk::from_value(jwk_value).map_err(|_| fail(ProofError::JwkInvalid))?;
-    let key = jwk.public_key().map_err(|e| {
-        fail(match e {
-            JwkError::Private => ProofError::JwkPrivate,
-            JwkError::Unsupported => ProofError::Alg,
-            JwkError::Shape | JwkError::BadPoint => ProofError::JwkInvalid,
-        })
-    })?;
+    if jwk.d.is_some() {
+        return Err(fail(ProofError::JwkPrivate));
+    }
+    let jkt = jwk.thumbprint().map_err(|e| fail(jwk_error(e)))?;
+    let key = match keys.get(&jkt) {
+        Some(key) => key,
+        None => {
+            let key = jwk.public_key().map_err(|e| fail(jwk_error(e)))?;
+            keys.insert(jkt.clone(), key.clone());
+            key
+        }
+    };
     let alg = Alg::from_name(&jws.header.alg).filter(|a| *a == key.alg()).ok_or(fail(ProofError::Alg))?;
     if jws.header.crit.is_some() {
         return Err(fail(ProofError::Crit));
@@ -114,7 +158,6 @@ pub fn verify_proof(proof: &str, ctx: &ProofContext<'_>, nonces: &Nonces) -> Res
     if ath != ctx.ath {
         return Err(fail(ProofError::AthMismatch));
     }
-    let jkt = jwk.thumbprint().map_err(|_| fail(ProofError::JwkInvalid))?;
     let replay_key = replay_key("DPoP", &[&jkt, jti]);
     Ok(VerifiedProof { jkt, replay_key })
 }
