@@ -385,11 +385,11 @@ proptest! {
     fn parsers_never_panic(text in "\\PC{0,300}", dots in "[A-Za-z0-9_.-]{0,200}") {
         let _ = crate::jose::jws::parse(&text);
         let _ = crate::jose::jws::parse(&dots);
-        if let Ok(v) = serde_json::from_str::<Value>(&text) {
-            if let Ok(jwk) = Jwk::from_value(&v) {
-                let _ = jwk.public_key();
-                let _ = jwk.thumbprint();
-            }
+        if let Ok(v) = serde_json::from_str::<Value>(&text)
+            && let Ok(jwk) = Jwk::from_value(&v)
+        {
+            let _ = jwk.public_key();
+            let _ = jwk.thumbprint();
         }
         let dpop = state("did:web:gateway.example.com");
         let url = url::Url::parse(URL).unwrap();
