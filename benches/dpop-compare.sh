@@ -4,6 +4,10 @@
 # a fresh token per request. Prints a markdown table with requests/s, p50/p99 and the
 # gateway's CPU time per request.
 #
+# The gateway is pinned to the last core with one tokio worker, nginx and the load
+# generator to the others, so the gateway's CPU time per request is not inflated by
+# sharing a core with the client (set PIN=no to let them share).
+#
 #   cargo build --release && benches/dpop-compare.sh      # needs nginx (apt-get install nginx-light)
 #   SECONDS_PER_RUN=10 CONNECTIONS=32 benches/dpop-compare.sh
 set -euo pipefail
@@ -19,7 +23,16 @@ worker_processes 1; pid $work/up.pid; error_log $work/up.err warn;
 events { worker_connections 4096; }
 http { access_log off; server { listen 127.0.0.1:18081; location / { return 200 "ok"; } } }
 CONF
-nginx -c "$work/up.conf"
+last=$(( $(nproc) - 1 ))
+if [ "${PIN:-yes}" = yes ] && [ "$last" -gt 0 ]; then
+  client_cpus="0-$((last - 1))"
+  gateway=(taskset -c "$last" env TOKIO_WORKER_THREADS=1)
+  client=(taskset -c "$client_cpus")
+else
+  gateway=(env)
+  client=(env)
+fi
+"${client[@]}" nginx -c "$work/up.conf"
 "$BIN/atgate-load" keys --dir "$work" >/dev/null
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/nonce-secret"
 cat > "$work/atgate.yaml" <<CONF
@@ -37,7 +50,7 @@ routes:
   - { name: plain, match: { path: /plain/ }, upstream: up, auth: none }
   - { name: xrpc, match: { path: /xrpc/ }, upstream: up, auth: dpop }
 CONF
-"$BIN/atgate" run --config "$work/atgate.yaml" 2>"$work/atgate.err" & echo $! > "$work/atgate.pid"
+"${gateway[@]}" "$BIN/atgate" run --config "$work/atgate.yaml" 2>"$work/atgate.err" & echo $! > "$work/atgate.pid"
 sleep 1
 pid=$(cat "$work/atgate.pid")
 
@@ -46,7 +59,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 row() { # name url mode measure-atgate
   local before after out ok cpu="-"
   before=$(cpu_ticks "$pid")
-  out=$("$BIN/atgate-load" run --url "$2" --mode "$3" --dir "$work" --connections "$CONNECTIONS" --seconds "$RUN" 2>/dev/null)
+  out=$("${client[@]}" "$BIN/atgate-load" run --url "$2" --mode "$3" --dir "$work" --connections "$CONNECTIONS" --seconds "$RUN" 2>/dev/null)
   after=$(cpu_ticks "$pid")
   ok=$(sed -E 's/.* ok=([0-9]+) .*/\1/' <<<"$out")
   if [ "$4" = yes ]; then

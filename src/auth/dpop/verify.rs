@@ -55,7 +55,7 @@ fn jwk_error(e: JwkError) -> ProofError {
 /// reuse a key whose point was already decoded and validated.
 #[derive(Debug)]
 pub struct KeyCache {
-    keys: moka::sync::Cache<String, PublicKey>,
+    keys: moka::sync::Cache<String, std::sync::Arc<PublicKey>>,
 }
 
 impl KeyCache {
@@ -68,11 +68,11 @@ impl KeyCache {
         KeyCache { keys }
     }
 
-    fn get(&self, jkt: &str) -> Option<PublicKey> {
+    fn get(&self, jkt: &str) -> Option<std::sync::Arc<PublicKey>> {
         self.keys.get(jkt)
     }
 
-    fn insert(&self, jkt: String, key: PublicKey) {
+    fn insert(&self, jkt: String, key: std::sync::Arc<PublicKey>) {
         self.keys.insert(jkt, key);
     }
 }
@@ -98,7 +98,7 @@ pub fn verify_proof(
     let key = match keys.get(&jkt) {
         Some(key) => key,
         None => {
-            let key = jwk.public_key().map_err(|e| fail(jwk_error(e)))?;
+            let key = std::sync::Arc::new(jwk.public_key().map_err(|e| fail(jwk_error(e)))?);
             keys.insert(jkt.clone(), key.clone());
             key
         }
