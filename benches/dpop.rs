@@ -102,7 +102,11 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let k = atgate::auth::dpop::replay::replay_key("DPoP", &["jkt", &i.to_string()]);
-            rt.block_on(atgate::auth::dpop::replay::ReplayStore::insert_if_absent(&f.replay, k, Duration::from_secs(198)))
+            rt.block_on(atgate::auth::dpop::replay::ReplayStore::insert_if_absent(
+                &f.replay,
+                k,
+                Duration::from_secs(198),
+            ))
         })
     });
     // One P-256 verification under the same conditions as the stage benches (a fresh

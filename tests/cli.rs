@@ -18,7 +18,7 @@ fn atgate() -> Command {
 fn example_config_passes_check() {
     let out = atgate().args(["check", "--config", "config/atgate.yaml"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "config/atgate.yaml: ok (5 routes, 2 upstreams)\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "config/atgate.yaml: ok (6 routes, 2 upstreams)\n");
 }
 
 #[test]

@@ -24,7 +24,7 @@ fn example_config_parses() {
     assert_eq!(c.public_url.as_ref().map(|u| u.as_str()), Some("https://gateway.example.com/"));
     assert_eq!(c.trusted_proxies.len(), 2);
     assert_eq!(c.limits.max_body, 10 << 20);
-    assert_eq!(c.routes.len(), 5);
+    assert_eq!(c.routes.len(), 6);
     let feeds = &c.upstreams[1];
     assert_eq!((feeds.name.as_str(), feeds.base_path.as_str()), ("feeds", "/base"));
     assert_eq!(feeds.timeout, Duration::from_secs(10));
