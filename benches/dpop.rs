@@ -156,6 +156,34 @@ fn bench(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // The same stage through a runtime built from config, as the gateway runs it.
+    let dir = std::env::temp_dir().join(format!("atgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut public = f.as_key.public_jwk();
+    public["kid"] = json!("k1");
+    std::fs::write(dir.join("jwks.json"), json!({"keys": [public]}).to_string()).unwrap();
+    let text = format!(
+        "public_url: https://gateway.test\nissuers:\n  - {{ issuer: \"https://as.test\", jwks_file: {}, audiences: [did:web:gateway.test] }}\nupstreams:\n  up: {{ url: \"http://127.0.0.1:9\" }}\nroutes:\n  - {{ name: x, match: {{ path: /xrpc/ }}, upstream: up, auth: dpop }}\n",
+        dir.join("jwks.json").display()
+    );
+    let runtime = atgate::state::Runtime::build(atgate::config::Config::parse(&text, "bench").unwrap()).unwrap();
+    let route = runtime.routes.routes()[0].clone();
+    let shared = atgate::state::Shared::new(runtime);
+    g.bench_function("auth_stage_runtime_cached_token", |b| {
+        b.iter_batched(
+            || {
+                let dpop = shared.runtime.load();
+                let now = now_ms();
+                let nonce = dpop.dpop.as_ref().unwrap().nonces.current(now);
+                let proof = f.signer.proof("GET", URL, Some(&token), Some(&nonce), now / 1000);
+                let req =
+                    http::Request::get(URL).header("authorization", format!("DPoP {token}")).header("dpop", proof);
+                req.body(()).unwrap().into_parts().0
+            },
+            |parts| rt.block_on(atgate::auth::authenticate(&shared, &route, &parts)).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 
