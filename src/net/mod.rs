@@ -72,13 +72,7 @@ impl Outbound {
         let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false);
         http.set_connect_timeout(Some(Duration::from_secs(5)));
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .expect("aws-lc-rs supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = client_tls(web_roots());
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -153,6 +147,21 @@ impl Outbound {
         };
         tokio::time::timeout(self.policy.timeout, fetch).await.map_err(|_| NetError::Timeout)?
     }
+}
+
+/// A rustls client config (aws-lc-rs, safe default versions) trusting `roots`; the one
+/// used by every outbound TLS connection: upstreams, fetches and `atgate curl`.
+pub fn client_tls(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// The web PKI roots (webpki-roots), the same on every machine.
+pub fn web_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() }
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> NetError {

@@ -7,8 +7,6 @@ pub mod forwarded;
 pub mod headers;
 mod upgrade;
 
-use std::sync::Arc;
-
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -54,14 +52,9 @@ impl Upstream {
                     return Err(file.error(format!("no certificates in {}", file.path.display())));
                 }
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            None => roots = crate::net::web_roots(),
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("aws-lc-rs supports the default TLS versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::net::client_tls(roots);
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

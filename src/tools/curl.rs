@@ -3,8 +3,6 @@
 //! (`401` + `WWW-Authenticate: DPoP error="use_dpop_nonce"` + `DPoP-Nonce`), retry once
 //! with it.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
@@ -69,11 +67,7 @@ pub fn asks_for_nonce(status: StatusCode, headers: &HeaderMap) -> Option<String>
 
 /// Sends the request, retrying once for a nonce.
 pub async fn send(req: &CurlRequest) -> Result<CurlResponse, CurlError> {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| CurlError::Invalid(e.to_string()))?
-        .with_root_certificates(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
-        .with_no_client_auth();
+    let tls = crate::net::client_tls(crate::net::web_roots());
     let connector =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_all_versions().build();
     let client: Client<_, Body> = Client::builder(TokioExecutor::new()).build(connector);
