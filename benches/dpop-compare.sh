@@ -39,6 +39,7 @@ cat > "$work/atgate.yaml" <<CONF
 listen: 127.0.0.1:18085
 admin_listen: "off"
 log: { level: warn }
+trusted_proxies: [127.0.0.1]
 dpop: { nonce_secret_file: $work/nonce-secret }
 issuers:
   - issuer: https://as.load.test

@@ -25,7 +25,7 @@ struct Setup {
 async fn setup_with(issuer: DevIssuer, extra: &str) -> Setup {
     let up = echo_upstream().await;
     let top = format!(
-        "outbound: {{ allow_private_addresses: true, allow_http: true }}\nissuers:\n  - issuer: {}\n    discovery: true\n    audiences: [{AUD}]\n{extra}",
+        "trusted_proxies: [127.0.0.1]\noutbound: {{ allow_private_addresses: true, allow_http: true }}\nissuers:\n  - issuer: {}\n    discovery: true\n    audiences: [{AUD}]\n{extra}",
         issuer.issuer()
     );
     let config = config_with(

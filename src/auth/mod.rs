@@ -84,15 +84,16 @@ pub async fn authenticate(shared: &Shared, route: &Route, req: &Parts) -> Result
     }
 }
 
-/// The URL the client addressed: `public_url` (or, without one, the scheme and host the
-/// client used, believed from `X-Forwarded-*` only behind trusted proxies) plus the
-/// request path as sent.
+/// The URL the client addressed: `public_url`, or without one the scheme and host a
+/// trusted proxy reports (`X-Forwarded-Proto/-Host`, else its `Host`), plus the request
+/// path as sent. Never a `Host` from an untrusted peer (ATPROTO-AUTH.md §3.5): a proof
+/// made for another site must not become valid here by naming that site in `Host`.
 pub fn external_url(public: Option<&url::Url>, req: &Parts) -> Option<url::Url> {
     let path = req.uri.path();
     let origin = match public {
         Some(u) => u.origin().ascii_serialization(),
         None => {
-            let client = req.extensions.get::<ClientInfo>()?;
+            let client = req.extensions.get::<ClientInfo>().filter(|c| c.peer_trusted)?;
             format!("{}://{}", client.proto, client.host.as_deref()?)
         }
     };

@@ -398,3 +398,22 @@ proptest! {
         let _ = super::dpop::verify::check_htu(&text, &url);
     }
 }
+
+#[test]
+fn external_url_never_trusts_an_untrusted_host() {
+    use crate::proxy::forwarded::ClientInfo;
+    let parts = |trusted: bool| {
+        let mut p = Request::get("/xrpc/a.b.c?x=1").header("host", "evil.example").body(()).unwrap().into_parts().0;
+        p.extensions.insert(ClientInfo {
+            ip: "127.0.0.1".parse().unwrap(),
+            proto: "https",
+            host: Some("evil.example".into()),
+            peer_trusted: trusted,
+        });
+        p
+    };
+    assert_eq!(external_url(None, &parts(false)), None);
+    assert_eq!(external_url(None, &parts(true)).unwrap().as_str(), "https://evil.example/xrpc/a.b.c");
+    let public = url::Url::parse("https://gateway.example.com").unwrap();
+    assert_eq!(external_url(Some(&public), &parts(false)).unwrap().as_str(), "https://gateway.example.com/xrpc/a.b.c");
+}

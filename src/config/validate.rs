@@ -160,7 +160,7 @@ impl Validator<'_> {
             None => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
         };
         let public_url = raw.public_url.as_ref().and_then(|u| self.check(u, "public_url", |s| public_url(s)));
-        let trusted_proxies = raw
+        let trusted_proxies: Vec<ipnet::IpNet> = raw
             .trusted_proxies
             .iter()
             .enumerate()
@@ -238,6 +238,20 @@ impl Validator<'_> {
                 places[i],
                 format!("routes[{i}].auth"),
                 format!("route {:?} uses dpop but no issuers are configured", r.name),
+            );
+        }
+
+        if public_url.is_none()
+            && trusted_proxies.is_empty()
+            && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth == AuthMethod::Dpop)
+        {
+            self.error(
+                places[i],
+                format!("routes[{i}].auth"),
+                format!(
+                    "route {:?} uses dpop, which needs the external URL for DPoP htu checks: set public_url (or trusted_proxies that send X-Forwarded-Host)",
+                    r.name
+                ),
             );
         }
 
