@@ -180,7 +180,7 @@ fn bench(c: &mut Criterion) {
                     http::Request::get(URL).header("authorization", format!("DPoP {token}")).header("dpop", proof);
                 req.body(()).unwrap().into_parts().0
             },
-            |parts| rt.block_on(atgate::auth::authenticate(&shared, &route, &parts)).unwrap(),
+            |parts| rt.block_on(atgate::auth::authenticate(&shared, &shared.runtime.load(), &route, &parts)).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -25,7 +25,7 @@ use crate::jose::b64url;
 use crate::proxy::forwarded::ClientInfo;
 use crate::respond::reject;
 use crate::router::Route;
-use crate::state::{DpopState, Shared};
+use crate::state::{DpopState, Runtime, Shared};
 use dpop::verify::{ProofContext, REPLAY_TTL, verify_proof};
 use token::VerifiedToken;
 
@@ -71,12 +71,16 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Runs the route's verifier.
-pub async fn authenticate(shared: &Shared, route: &Route, req: &Parts) -> Result<Principal, AuthError> {
+/// Runs the route's verifier against the runtime the request was routed with.
+pub async fn authenticate(
+    shared: &Shared,
+    runtime: &Runtime,
+    route: &Route,
+    req: &Parts,
+) -> Result<Principal, AuthError> {
     match route.auth {
         AuthMethod::None => Ok(Principal::Anonymous),
         AuthMethod::Dpop => {
-            let runtime = shared.runtime.load_full();
             let dpop = runtime.dpop.as_ref().ok_or(AuthError::NotRouted)?;
             let external = external_url(runtime.config.public_url.as_ref(), req);
             authenticate_dpop(shared.replay.as_ref(), dpop, req, external.as_ref(), now_ms()).await
@@ -259,7 +263,10 @@ where
             let Some(route) = parts.extensions.get::<Arc<Route>>().cloned() else {
                 return Ok(reject(&AuthError::NotRouted));
             };
-            let result = authenticate(&shared, &route, &parts).await;
+            // One runtime for the whole stage: the verifier and the nonce it answers with
+            // come from the same config even if a reload lands meanwhile.
+            let runtime = shared.runtime.load_full();
+            let result = authenticate(&shared, &runtime, &route, &parts).await;
             if let Err(e) = &result {
                 tracing::debug!(route = %route.name.0, error = %e, "authentication failed");
             }
@@ -271,7 +278,7 @@ where
                 Err(e) => reject(&e),
             };
             if route.auth == AuthMethod::Dpop
-                && let Some(dpop) = shared.runtime.load().dpop.as_ref()
+                && let Some(dpop) = runtime.dpop.as_ref()
             {
                 decorate_dpop_response(&mut res, dpop);
             }

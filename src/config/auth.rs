@@ -167,10 +167,7 @@ impl Validator<'_> {
             keys: keys?,
             audiences,
             algs,
-            clock_skew: match &raw.clock_skew {
-                Some(v) if v.value == "0s" => Duration::ZERO,
-                other => self.duration(other, &format!("{field}.clock_skew"), Duration::ZERO),
-            },
+            clock_skew: self.duration_or_zero(&raw.clock_skew, &format!("{field}.clock_skew"), Duration::ZERO),
             jwks_refresh: self.duration(&raw.jwks_refresh, &format!("{field}.jwks_refresh"), Duration::from_secs(300)),
             max_stale: self.duration(&raw.max_stale, &format!("{field}.max_stale"), Duration::from_secs(86_400)),
         })

@@ -116,3 +116,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn clock_skew_may_be_zero_in_any_unit_but_timeouts_may_not() {
+    let issuer = |skew: &str| {
+        format!(
+            "public_url: https://gw.example.org\nissuers:\n  - {{ issuer: https://as.example.org, discovery: true, clock_skew: {skew} }}\n{MINIMAL}"
+        )
+    };
+    for (skew, want) in [("0s", 0), ("0ms", 0), ("30s", 30)] {
+        let c = Config::parse(&issuer(skew), "t").unwrap_or_else(|e| panic!("{skew}: {e}"));
+        assert_eq!(c.issuers[0].clock_skew, Duration::from_secs(want));
+    }
+    let zero_timeout = MINIMAL.replace("url: http://127.0.0.1:3000", "url: http://127.0.0.1:3000\n    timeout: 0ms");
+    let e = Config::parse(&zero_timeout, "t").unwrap_err();
+    assert!(e.to_string().ends_with("upstreams.app.timeout: must be greater than zero"), "{e}");
+}

@@ -123,15 +123,26 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn duration(&mut self, value: &Option<Spanned<String>>, field: &str, default: Duration) -> Duration {
+    /// A duration that may be zero (tolerances).
+    pub(super) fn duration_or_zero(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        field: &str,
+        default: Duration,
+    ) -> Duration {
         let Some(v) = value else { return default };
-        match self.check(v, field, |s| super::units::parse_duration(s)) {
-            Some(d) if d.is_zero() => {
+        self.check(v, field, |s| super::units::parse_duration(s)).unwrap_or(default)
+    }
+
+    /// A duration that must be positive (timeouts, intervals).
+    pub(super) fn duration(&mut self, value: &Option<Spanned<String>>, field: &str, default: Duration) -> Duration {
+        let d = self.duration_or_zero(value, field, default);
+        match value {
+            Some(v) if d.is_zero() => {
                 self.error(Place::of(v), field, "must be greater than zero");
                 default
             }
-            Some(d) => d,
-            None => default,
+            _ => d,
         }
     }
 
