@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod demo;
+pub mod identity;
 pub mod jose;
 pub mod layers;
 pub mod metrics;

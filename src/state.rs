@@ -10,7 +10,9 @@ use crate::auth::dpop::nonce::Nonces;
 use crate::auth::dpop::replay::{MemoryReplayStore, ReplayStore};
 use crate::auth::issuer::Issuers;
 use crate::auth::token::TokenCache;
-use crate::config::{AuthMethod, Config, ConfigError, ConfigErrors, DpopConfig};
+use crate::auth::service::ServiceVerifier;
+use crate::config::{Config, ConfigError, ConfigErrors, DpopConfig};
+use crate::identity::Resolver;
 use crate::metrics::Metrics;
 use crate::net::Outbound;
 use crate::proxy::Upstream;
@@ -29,6 +31,10 @@ pub struct Runtime {
     pub outbound: Outbound,
     /// DPoP state, when any route uses `auth: dpop`.
     pub dpop: Option<DpopState>,
+    /// DID and handle resolution, when any route needs it.
+    pub resolver: Option<Arc<Resolver>>,
+    /// Service-JWT verification, when any route uses `auth: service_auth`.
+    pub service: Option<ServiceVerifier>,
 }
 
 /// What the DPoP path needs: nonces, trusted issuers and their keys, verified tokens.
@@ -98,7 +104,7 @@ impl Runtime {
             return Err(ConfigErrors(errors));
         }
         let outbound = Outbound::new(config.outbound.clone());
-        let dpop = if config.routes.iter().any(|r| r.auth == AuthMethod::Dpop) {
+        let dpop = if config.routes.iter().any(|r| r.auth.dpop) {
             let built =
                 Issuers::new(&config.issuers, &outbound).and_then(|issuers| DpopState::build(&config.dpop, issuers));
             match built {
@@ -108,13 +114,30 @@ impl Runtime {
         } else {
             None
         };
+        let needs_identity =
+            config.routes.iter().any(|r| r.auth.service_auth || r.inject_handle);
+        let resolver = needs_identity.then(|| Resolver::new(&config.identity, outbound.clone()));
+        let service = match &resolver {
+            Some(r) if config.routes.iter().any(|r| r.auth.service_auth) => {
+                Some(ServiceVerifier::new(config.service_auth.clone(), r.clone()))
+            }
+            _ => None,
+        };
         let identity = Arc::new(config.identity_headers.clone());
         let routes = config
             .routes
             .iter()
             .map(|r| Arc::new(Route::new(r, upstreams[r.upstream].clone(), identity.clone())))
             .collect();
-        Ok(Runtime { routes: RouteTable::new(routes), upstreams, outbound, dpop, config: Arc::new(config) })
+        Ok(Runtime {
+            routes: RouteTable::new(routes),
+            upstreams,
+            outbound,
+            dpop,
+            resolver,
+            service,
+            config: Arc::new(config),
+        })
     }
 }
 

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use super::service::ServiceError;
 use crate::net::NetError;
 use crate::respond::Reject;
 
@@ -231,6 +232,21 @@ pub enum AuthError {
     /// The replay store did not answer.
     #[error("replay store unavailable")]
     ReplayUnavailable,
+    /// No `Authorization` on a route that takes service JWTs only.
+    #[error("authentication required")]
+    ServiceMissing,
+    /// The service JWT failed a check.
+    #[error("invalid service JWT: {}", .0.message())]
+    Service(ServiceError),
+    /// The issuer's DID could not be resolved for infrastructure reasons.
+    #[error("identity resolution unavailable: {0}")]
+    IdentityUnavailable(NetError),
+    /// Authenticated, but the route's DID or PDS lists exclude the principal.
+    #[error("principal not allowed on this route")]
+    Denied,
+    /// A route taking `lxm` from the path, on a path that is not `/xrpc/<nsid>`.
+    #[error("not an XRPC method path")]
+    NotXrpc,
     /// The request reached the auth stage without a route (a pipeline bug).
     #[error("request was not routed")]
     NotRouted,
@@ -262,8 +278,14 @@ impl AuthError {
             AuthError::Proof(_) => "invalid_dpop_proof",
             AuthError::UseNonce { .. } => "use_dpop_nonce",
             AuthError::Token { .. } => "invalid_token",
-            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable => "TemporarilyUnavailable",
+            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable | AuthError::IdentityUnavailable(_) => {
+                "TemporarilyUnavailable"
+            }
             AuthError::NotRouted => "InternalServerError",
+            AuthError::ServiceMissing => "AuthMissing",
+            AuthError::Service(e) => e.name(),
+            AuthError::Denied => "Forbidden",
+            AuthError::NotXrpc => "InvalidRequest",
         }
     }
 }
@@ -271,8 +293,11 @@ impl AuthError {
 impl Reject for AuthError {
     fn status(&self) -> StatusCode {
         match self {
-            AuthError::BadHeader => StatusCode::BAD_REQUEST,
-            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AuthError::BadHeader | AuthError::NotXrpc => StatusCode::BAD_REQUEST,
+            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable | AuthError::IdentityUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AuthError::Denied => StatusCode::FORBIDDEN,
             AuthError::NotRouted => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -291,6 +316,11 @@ impl Reject for AuthError {
             AuthError::KeysUnavailable { .. } => "Token verification keys are temporarily unavailable".into(),
             AuthError::ReplayUnavailable => "Replay protection is temporarily unavailable".into(),
             AuthError::NotRouted => "request was not routed".into(),
+            AuthError::ServiceMissing => "Authentication Required".into(),
+            AuthError::Service(e) => e.message(),
+            AuthError::IdentityUnavailable(_) => "Identity resolution is temporarily unavailable".into(),
+            AuthError::Denied => "This account may not use this route".into(),
+            AuthError::NotXrpc => "Expected an XRPC method path /xrpc/<nsid>".into(),
         }
     }
     fn reason(&self) -> &'static str {
@@ -304,6 +334,11 @@ impl Reject for AuthError {
             AuthError::KeysUnavailable { .. } => "keys_unavailable",
             AuthError::ReplayUnavailable => "replay_unavailable",
             AuthError::NotRouted => "not_routed",
+            AuthError::ServiceMissing => "auth_missing",
+            AuthError::Service(e) => e.reason(),
+            AuthError::IdentityUnavailable(_) => "identity_unavailable",
+            AuthError::Denied => "denied",
+            AuthError::NotXrpc => "not_xrpc",
         }
     }
     fn headers(&self, headers: &mut HeaderMap) {
@@ -318,6 +353,8 @@ impl Reject for AuthError {
                 let scheme = if *reason == TokenError::BoundAsBearer { Scheme::Dpop } else { *scheme };
                 challenge(scheme, Some("invalid_token"), Some(&reason.message()))
             }
+            AuthError::ServiceMissing => challenge(Scheme::Bearer, None, None),
+            AuthError::Service(e) => challenge(Scheme::Bearer, Some("invalid_token"), Some(&e.message())),
             _ => return,
         };
         if let Ok(v) = HeaderValue::from_str(&value) {

@@ -7,6 +7,7 @@
 pub mod dpop;
 mod error;
 pub mod issuer;
+pub mod service;
 pub mod token;
 
 use std::convert::Infallible;
@@ -20,7 +21,7 @@ use tower::{Layer, Service};
 pub use error::{AuthError, DPOP_ALGS, ProofError, Scheme, TokenError, challenge};
 
 use crate::body::{Body, HttpFuture};
-use crate::config::{AuthMethod, IdentityHeaders};
+use crate::config::{IdentityHeaders, Lxm};
 use crate::jose::b64url;
 use crate::proxy::forwarded::ClientInfo;
 use crate::respond::reject;
@@ -41,7 +42,14 @@ pub enum Principal {
         /// Thumbprint of the proof key (equal to the token's `cnf.jkt`).
         jkt: String,
     },
+    /// An inter-service JWT signed by the user's DID key.
+    Service(service::ServiceToken),
 }
+
+/// The principal's handle, verified both ways (DID document and handle resolution);
+/// in the request extensions when the route injects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedHandle(pub String);
 
 impl Principal {
     /// Writes the identity headers the upstream receives for this principal, DID first.
@@ -62,6 +70,23 @@ impl Principal {
                 put(&names.scope, &token.scope);
                 put(&names.jkt, jkt);
             }
+            Principal::Service(token) => {
+                put(&names.did, &token.did);
+                put(&names.auth, "service");
+                if let Some(lxm) = &token.lxm {
+                    put(&names.lxm, lxm);
+                }
+                put(&names.aud, &token.aud);
+            }
+        }
+    }
+
+    /// The principal's DID, if authenticated.
+    pub fn did(&self) -> Option<&str> {
+        match self {
+            Principal::Anonymous => None,
+            Principal::OAuth { token, .. } => Some(&token.sub),
+            Principal::Service(token) => Some(&token.did),
         }
     }
 }
@@ -78,14 +103,44 @@ pub async fn authenticate(
     route: &Route,
     req: &Parts,
 ) -> Result<Principal, AuthError> {
-    match route.auth {
-        AuthMethod::None => Ok(Principal::Anonymous),
-        AuthMethod::Dpop => {
+    let kinds = route.auth;
+    if kinds.is_public() {
+        return Ok(Principal::Anonymous);
+    }
+    let mut values = req.headers.get_all(header::AUTHORIZATION).iter();
+    let service_token = match (values.next(), values.next()) {
+        (None, _) if !kinds.dpop => return Err(AuthError::ServiceMissing),
+        (Some(_), Some(_)) if !kinds.dpop => return Err(AuthError::BadHeader),
+        (Some(value), None) if kinds.service_auth => match parse_authorization(value)? {
+            (Scheme::Bearer, token) if !kinds.dpop || service::looks_like_service_jwt(token) => Some(token),
+            (Scheme::Dpop, _) if !kinds.dpop => return Err(AuthError::Service(service::ServiceError::Scheme)),
+            _ => None,
+        },
+        // The DPoP path reports missing, repeated and malformed headers itself.
+        _ => None,
+    };
+    let principal = match service_token {
+        Some(token) => {
+            let verifier = runtime.service.as_ref().ok_or(AuthError::NotRouted)?;
+            let lxm = match &route.lxm {
+                Lxm::Fixed(nsid) => nsid.as_str(),
+                Lxm::FromPath => service::xrpc_method(req.uri.path()).ok_or(AuthError::NotXrpc)?,
+            };
+            let expect = service::Expect { lxm, single_use: !route.allow_token_reuse, policy: &route.policy };
+            let token = service::verify(verifier, shared.replay.as_ref(), token, expect, now_ms() / 1000).await?;
+            Principal::Service(token)
+        }
+        None => {
             let dpop = runtime.dpop.as_ref().ok_or(AuthError::NotRouted)?;
             let external = external_url(runtime.config.public_url.as_ref(), req);
-            authenticate_dpop(shared.replay.as_ref(), dpop, req, external.as_ref(), now_ms()).await
+            let principal = authenticate_dpop(shared.replay.as_ref(), dpop, req, external.as_ref(), now_ms()).await?;
+            if !principal.did().is_some_and(|did| route.policy.admits(did)) {
+                return Err(AuthError::Denied);
+            }
+            principal
         }
-    }
+    };
+    Ok(principal)
 }
 
 /// The URL the client addressed: `public_url`, or without one the scheme and host a
@@ -272,12 +327,18 @@ where
             }
             let mut res = match result {
                 Ok(principal) => {
+                    if route.inject_handle
+                        && let (Some(resolver), Some(did)) = (runtime.resolver.as_ref(), principal.did())
+                        && let Some(handle) = resolver.verified_handle(did).await
+                    {
+                        parts.extensions.insert(VerifiedHandle(handle));
+                    }
                     parts.extensions.insert(principal);
                     inner.call(Request::from_parts(parts, body)).await?
                 }
                 Err(e) => reject(&e),
             };
-            if route.auth == AuthMethod::Dpop
+            if route.auth.dpop
                 && let Some(dpop) = runtime.dpop.as_ref()
             {
                 decorate_dpop_response(&mut res, dpop);

@@ -223,6 +223,9 @@ impl Validator<'_> {
             client_id: name(self, &raw.client_id, "client_id", d.client_id),
             scope: name(self, &raw.scope, "scope", d.scope),
             jkt: name(self, &raw.jkt, "jkt", d.jkt),
+            lxm: name(self, &raw.lxm, "lxm", d.lxm),
+            aud: name(self, &raw.aud, "aud", d.aud),
+            handle: name(self, &raw.handle, "handle", d.handle),
         }
     }
 

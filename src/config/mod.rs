@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod raw;
+mod service;
 pub mod units;
 mod validate;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub(crate) use auth::decode_hex;
 pub use error::{ConfigError, ConfigErrors, Place};
+pub use service::is_nsid;
 
 use crate::router::pattern::MatchKey;
 
@@ -55,6 +57,10 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// Names of the injected identity headers.
     pub identity_headers: IdentityHeaders,
+    /// DID and handle resolution.
+    pub identity: IdentityConfig,
+    /// Service-auth rules and atgate's service identity.
+    pub service_auth: ServiceAuthConfig,
 }
 
 /// Names of the identity headers sent upstream. Each must start with `x-atproto-` or
@@ -63,7 +69,7 @@ pub struct Config {
 pub struct IdentityHeaders {
     /// The principal's DID. Default `x-atproto-did`.
     pub did: http::HeaderName,
-    /// `oauth` (later `service`, `app-password`). Default `x-atproto-auth`.
+    /// `oauth` or `service` (later `app-password`). Default `x-atproto-auth`.
     pub auth: http::HeaderName,
     /// The OAuth `client_id`. Default `x-atproto-client-id`.
     pub client_id: http::HeaderName,
@@ -71,6 +77,12 @@ pub struct IdentityHeaders {
     pub scope: http::HeaderName,
     /// The DPoP key thumbprint. Default `x-atproto-jkt`.
     pub jkt: http::HeaderName,
+    /// A service JWT's `lxm`. Default `x-atproto-lxm`.
+    pub lxm: http::HeaderName,
+    /// A service JWT's `aud`. Default `x-atproto-aud`.
+    pub aud: http::HeaderName,
+    /// The verified handle. Default `x-atproto-handle`.
+    pub handle: http::HeaderName,
 }
 
 impl Default for IdentityHeaders {
@@ -81,6 +93,9 @@ impl Default for IdentityHeaders {
             client_id: http::HeaderName::from_static("x-atproto-client-id"),
             scope: http::HeaderName::from_static("x-atproto-scope"),
             jkt: http::HeaderName::from_static("x-atproto-jkt"),
+            lxm: http::HeaderName::from_static("x-atproto-lxm"),
+            aud: http::HeaderName::from_static("x-atproto-aud"),
+            handle: http::HeaderName::from_static("x-atproto-handle"),
         }
     }
 }
@@ -179,13 +194,141 @@ pub struct UpstreamConfig {
     pub ca_file: Option<FileRef>,
 }
 
-/// How a route authenticates requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// Public: no credentials are read.
-    None,
+/// The credential kinds a route accepts (`auth: none | dpop | service_auth`, or a list);
+/// none at all means a public route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuthMethods {
     /// `Authorization: DPoP <token>` + `DPoP: <proof>` from a trusted issuer.
-    Dpop,
+    pub dpop: bool,
+    /// `Authorization: Bearer <service JWT>` signed by the user's DID key.
+    pub service_auth: bool,
+}
+
+impl AuthMethods {
+    /// Whether the route is public.
+    pub fn is_public(self) -> bool {
+        !self.dpop && !self.service_auth
+    }
+}
+
+/// Which XRPC method a service JWT's `lxm` must name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lxm {
+    /// The NSID in the request path `/xrpc/<nsid>`.
+    FromPath,
+    /// This NSID.
+    Fixed(String),
+}
+
+/// Who may use a route, by DID and, for service auth, by PDS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PrincipalPolicy {
+    /// When set, only these DIDs.
+    pub allow_dids: Option<Vec<String>>,
+    /// Never these DIDs.
+    pub deny_dids: Vec<String>,
+    /// When set, only DIDs whose document names one of these PDS origins.
+    pub allow_pds: Option<Vec<String>>,
+}
+
+impl PrincipalPolicy {
+    /// Whether a DID passes the allow and deny lists.
+    pub fn admits(&self, did: &str) -> bool {
+        !self.deny_dids.iter().any(|d| d == did) && self.allow_dids.as_ref().is_none_or(|a| a.iter().any(|d| d == did))
+    }
+
+    /// Whether a PDS endpoint passes `allow_pds`.
+    pub fn admits_pds(&self, pds: Option<&url::Url>) -> bool {
+        match &self.allow_pds {
+            None => true,
+            Some(list) => pds.is_some_and(|p| list.iter().any(|o| *o == p.origin().ascii_serialization())),
+        }
+    }
+}
+
+/// `identity:`: DID and handle resolution.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// The PLC directory. Default `https://plc.directory`.
+    pub plc_url: url::Url,
+    /// DNS servers for handle TXT lookups; empty uses the system's.
+    pub dns_servers: Vec<SocketAddr>,
+    /// Time allowed for one resolution. Default 3s.
+    pub timeout: Duration,
+    /// How long a DID document is used without refetching. Default 10m.
+    pub fresh: Duration,
+    /// How long a document keeps serving (refetched in the background, kept if the
+    /// refetch fails). Default 24h.
+    pub max_stale: Duration,
+    /// How long "no such DID" is remembered. Default 60s.
+    pub not_found_ttl: Duration,
+    /// How long a transport failure is remembered. Default 10s.
+    pub error_ttl: Duration,
+    /// Least time between forced refetches of one DID (after a signature failure). Default 30s.
+    pub refresh_interval: Duration,
+    /// Most DID documents (and handles) cached. Default 100,000.
+    pub cache_capacity: u64,
+    /// Let handles under `.test` resolve (development). Default false.
+    pub allow_test_handles: bool,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            plc_url: url::Url::parse("https://plc.directory").expect("valid URL"),
+            dns_servers: Vec::new(),
+            timeout: Duration::from_secs(3),
+            fresh: Duration::from_secs(600),
+            max_stale: Duration::from_secs(86_400),
+            not_found_ttl: Duration::from_secs(60),
+            error_ttl: Duration::from_secs(10),
+            refresh_interval: Duration::from_secs(30),
+            cache_capacity: 100_000,
+            allow_test_handles: false,
+        }
+    }
+}
+
+/// `service_auth:`: atgate's service identity and the rules for service JWTs.
+#[derive(Debug, Clone)]
+pub struct ServiceAuthConfig {
+    /// atgate's service DID, the `aud` service JWTs must name.
+    pub did: Option<String>,
+    /// The service id: `aud` is `<did>#<service_id>`. Default `atgate`.
+    pub service_id: String,
+    /// The `type` of the service entry in the served DID document. Default `AtgateService`.
+    pub service_type: String,
+    /// Serve `/.well-known/did.json` for a `did:web` service DID. Default false.
+    pub serve_did_document: bool,
+    /// Also accept the bare DID as `aud` (PDSes still send it). Default true.
+    pub accept_bare_did_audience: bool,
+    /// Refuse high-S and DER signatures. Default false (the reference accepts them).
+    pub strict_low_s: bool,
+    /// Longest `exp - iat` with `lxm`. Default 1h.
+    pub max_lifetime: Duration,
+    /// Longest `exp - iat` without `lxm`. Default 60s.
+    pub max_lifetime_without_lxm: Duration,
+    /// How far in the future `iat` may be. Default 60s.
+    pub iat_skew: Duration,
+    /// Verification method ids a `kid` header may name. Default `[atproto]`.
+    pub key_ids: Vec<String>,
+}
+
+impl Default for ServiceAuthConfig {
+    fn default() -> Self {
+        ServiceAuthConfig {
+            did: None,
+            service_id: "atgate".into(),
+            service_type: "AtgateService".into(),
+            serve_did_document: false,
+            accept_bare_did_audience: true,
+            strict_low_s: false,
+            max_lifetime: Duration::from_secs(3600),
+            max_lifetime_without_lxm: Duration::from_secs(60),
+            iat_skew: Duration::from_secs(60),
+            key_ids: vec!["atproto".into()],
+        }
+    }
 }
 
 /// A secret named by the config, read from the environment or a file at build time.
@@ -337,10 +480,19 @@ pub struct RouteConfig {
     pub key: MatchKey,
     /// Index into `Config::upstreams`.
     pub upstream: usize,
-    /// Credential kind.
-    pub auth: AuthMethod,
+    /// Credential kinds.
+    pub auth: AuthMethods,
     /// Forward `Authorization` and `DPoP` to the upstream. Default false.
     pub forward_credentials: bool,
+    /// The method a service JWT's `lxm` must name (service-auth routes; default from the path).
+    pub lxm: Lxm,
+    /// Accept a service JWT more than once (clients reusing a `getServiceAuth` token).
+    /// Default false.
+    pub allow_token_reuse: bool,
+    /// Inject the principal's bidirectionally verified handle. Default false.
+    pub inject_handle: bool,
+    /// Who may use the route.
+    pub policy: PrincipalPolicy,
     /// Path change before forwarding.
     pub rewrite: Option<Rewrite>,
 }

@@ -92,6 +92,44 @@ pub(super) struct RawConfig {
     pub(super) outbound: RawOutbound,
     #[serde(default)]
     pub(super) identity_headers: RawIdentityHeaders,
+    #[serde(default)]
+    pub(super) identity: RawIdentity,
+    pub(super) service_auth: Option<RawServiceAuth>,
+}
+
+/// `identity:`, DID and handle resolution.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    pub(super) plc_url: Option<Spanned<String>>,
+    pub(super) dns_servers: Option<Vec<Spanned<String>>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) fresh: Option<Spanned<String>>,
+    pub(super) max_stale: Option<Spanned<String>>,
+    pub(super) not_found_ttl: Option<Spanned<String>>,
+    pub(super) error_ttl: Option<Spanned<String>>,
+    pub(super) refresh_interval: Option<Spanned<String>>,
+    pub(super) cache_capacity: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub(super) allow_test_handles: bool,
+}
+
+/// `service_auth:`, atgate's service identity and the service-JWT rules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServiceAuth {
+    pub(super) did: Option<Spanned<String>>,
+    pub(super) service_id: Option<Spanned<String>>,
+    pub(super) service_type: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) serve_did_document: Option<Spanned<bool>>,
+    pub(super) accept_bare_did_audience: Option<bool>,
+    #[serde(default)]
+    pub(super) strict_low_s: bool,
+    pub(super) max_lifetime: Option<Spanned<String>>,
+    pub(super) max_lifetime_without_lxm: Option<Spanned<String>>,
+    pub(super) iat_skew: Option<Spanned<String>>,
+    pub(super) key_ids: Option<Vec<Spanned<String>>>,
 }
 
 /// `identity_headers:`, names of the headers atgate injects.
@@ -103,6 +141,9 @@ pub(super) struct RawIdentityHeaders {
     pub(super) client_id: Option<Spanned<String>>,
     pub(super) scope: Option<Spanned<String>>,
     pub(super) jkt: Option<Spanned<String>>,
+    pub(super) lxm: Option<Spanned<String>>,
+    pub(super) aud: Option<Spanned<String>>,
+    pub(super) handle: Option<Spanned<String>>,
 }
 
 /// `dpop:`.
@@ -213,7 +254,16 @@ pub(super) struct RawRoute {
     #[serde(rename = "match")]
     pub(super) matches: RawMatch,
     pub(super) upstream: Spanned<String>,
-    pub(super) auth: Spanned<String>,
+    pub(super) auth: Spanned<OneOrMany<String>>,
+    pub(super) lxm: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) allow_token_reuse: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub(super) inject_handle: Option<Spanned<bool>>,
+    pub(super) allow_dids: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub(super) deny_dids: Vec<Spanned<String>>,
+    pub(super) allow_pds: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub(super) forward_credentials: bool,
     pub(super) strip_prefix: Option<Spanned<String>>,

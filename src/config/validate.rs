@@ -8,7 +8,7 @@ use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::raw::{RawConfig, RawLimits, RawRoute, RawUpstream};
 use super::{
-    AuthMethod, Config, ConfigError, ConfigErrors, FileRef, Limits, LogConfig, Place, Rewrite, RouteConfig, TlsFiles,
+    AuthMethods, Config, ConfigError, ConfigErrors, FileRef, Limits, LogConfig, Place, Rewrite, RouteConfig, TlsFiles,
     UpstreamConfig,
 };
 use crate::router::pattern::{HostPattern, MatchKey, PathPattern};
@@ -242,8 +242,26 @@ impl Validator<'_> {
         let issuers = self.issuers(&raw.issuers);
         let outbound = self.outbound(&raw.outbound);
         let identity_headers = self.identity_headers(&raw.identity_headers);
+        let identity = self.identity(&raw.identity);
+        let service_auth = self.service_auth(raw.service_auth.as_ref());
+        if service_auth.did.is_none()
+            && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.service_auth)
+        {
+            self.error(
+                places[i],
+                format!("routes[{i}].auth"),
+                format!("route {:?} uses service_auth, which needs service_auth.did (the aud service JWTs name)", r.name),
+            );
+        }
+        if service_auth.serve_did_document && public_url.is_none() {
+            self.error(
+                Place { line: 1, column: 1 },
+                "service_auth.serve_did_document",
+                "needs public_url (the service endpoint of the DID document)",
+            );
+        }
         if issuers.is_empty()
-            && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth == AuthMethod::Dpop)
+            && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.dpop)
         {
             self.error(
                 places[i],
@@ -254,7 +272,7 @@ impl Validator<'_> {
 
         if public_url.is_none()
             && trusted_proxies.is_empty()
-            && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth == AuthMethod::Dpop)
+            && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.dpop)
         {
             self.error(
                 places[i],
@@ -281,6 +299,8 @@ impl Validator<'_> {
             issuers,
             outbound,
             identity_headers,
+            identity,
+            service_auth,
         }
     }
 
@@ -371,11 +391,34 @@ impl Validator<'_> {
                 )
             })
         });
-        let auth = self.check(&raw.auth, format!("{field}.auth"), |s| match s.as_str() {
-            "none" => Ok(AuthMethod::None),
-            "dpop" => Ok(AuthMethod::Dpop),
-            other => Err(format!("unknown auth method {other:?} (expected: none or dpop)")),
+        let auth = self.check(&raw.auth, format!("{field}.auth"), |list| {
+            let mut methods = AuthMethods::default();
+            let public = list.0.iter().any(|m| m == "none");
+            for m in &list.0 {
+                match m.as_str() {
+                    "none" => {}
+                    "dpop" => methods.dpop = true,
+                    "service_auth" => methods.service_auth = true,
+                    other => {
+                        return Err(format!("unknown auth method {other:?} (expected: none, dpop or service_auth)"));
+                    }
+                }
+            }
+            if list.0.is_empty() || (public && !methods.is_public()) {
+                return Err("auth is none, or a list of dpop and service_auth".to_owned());
+            }
+            Ok(methods)
         });
+        let kinds = auth.unwrap_or_default();
+        let (lxm, allow_token_reuse, policy) = self.route_service(raw, field, kinds.service_auth, kinds.dpop);
+        let inject_handle = match &raw.inject_handle {
+            Some(h) if h.value && kinds.is_public() => {
+                self.error(Place::of(h), format!("{field}.inject_handle"), "a public route has no principal");
+                false
+            }
+            Some(h) => h.value,
+            None => false,
+        };
         let path = path?;
         let rewrite = self.rewrite(raw, field, &path);
         Some(RouteConfig {
@@ -384,6 +427,10 @@ impl Validator<'_> {
             upstream: upstream?,
             auth: auth?,
             forward_credentials: raw.forward_credentials,
+            lxm,
+            allow_token_reuse,
+            inject_handle,
+            policy,
             rewrite: rewrite.ok()?,
         })
     }

@@ -207,6 +207,52 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// The key from SEC1 bytes (compressed or uncompressed) on `P-256` or `secp256k1`,
+    /// checked to be on the curve.
+    pub fn from_sec1(alg: Alg, point: &[u8]) -> Result<PublicKey, JwkError> {
+        let crv = match alg {
+            Alg::Es256 => "P-256",
+            Alg::Es256k => "secp256k1",
+        };
+        from_sec1(crv, point)?.public_key()
+    }
+
+    /// Verifies a signature the way the reference verifies service-auth JWTs
+    /// (`allowMalleableSig`, ATPROTO-AUTH.md §10.3.11): raw `r||s` or DER, high or low S.
+    /// With `strict`, only raw low-S signatures pass (the atproto cryptography rules).
+    pub fn verify_lenient(&self, alg: Alg, message: &[u8], signature: &[u8], strict: bool) -> bool {
+        if alg != self.alg() {
+            return false;
+        }
+        let (raw, high_s) = match self {
+            PublicKey::P256(_) => {
+                let sig = if signature.len() == 64 {
+                    p256::ecdsa::Signature::from_slice(signature)
+                } else {
+                    p256::ecdsa::Signature::from_der(signature)
+                };
+                let Ok(sig) = sig else { return false };
+                (sig.to_bytes(), sig.normalize_s().is_some())
+            }
+            PublicKey::K256(_) => {
+                let sig = if signature.len() == 64 {
+                    k256::ecdsa::Signature::from_slice(signature)
+                } else {
+                    k256::ecdsa::Signature::from_der(signature)
+                };
+                let Ok(sig) = sig else { return false };
+                (sig.to_bytes(), sig.normalize_s().is_some())
+            }
+        };
+        if strict && (high_s || signature.len() != 64) {
+            return false;
+        }
+        // aws-lc-rs accepts either S for P-256; k256 is told to.
+        self.verify(alg, message, &raw, true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,11 +109,21 @@ impl Outbound {
 
     /// `GET url`, expecting 200 and a JSON body (`application/json` or `+json`).
     pub async fn get_json(&self, url: &url::Url) -> Result<serde_json::Value, NetError> {
-        let bytes = self.get(url, "application/json").await?;
+        self.get_json_as(url, "application/json").await
+    }
+
+    /// `GET url` with this `Accept`, expecting 200 and a JSON body.
+    pub async fn get_json_as(&self, url: &url::Url, accept: &'static str) -> Result<serde_json::Value, NetError> {
+        let bytes = self.get(url, accept, true).await?;
         serde_json::from_slice(&bytes).map_err(|_| NetError::NotJson)
     }
 
-    async fn get(&self, url: &url::Url, accept: &'static str) -> Result<Bytes, NetError> {
+    /// `GET url`, expecting 200 and a body of any type (a handle's `atproto-did` file).
+    pub async fn get_bytes(&self, url: &url::Url) -> Result<Bytes, NetError> {
+        self.get(url, "text/plain, */*", false).await
+    }
+
+    async fn get(&self, url: &url::Url, accept: &'static str, json: bool) -> Result<Bytes, NetError> {
         self.check_url(url)?;
         let uri: http::Uri = url.as_str().parse().map_err(|_| NetError::Url("unparseable".into()))?;
         let req = Request::get(uri)
@@ -127,13 +137,13 @@ impl Outbound {
             if res.status() != StatusCode::OK {
                 return Err(NetError::Status(res.status().as_u16()));
             }
-            let json = res
+            let is_json = res
                 .headers()
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
                 .is_some_and(|ct| ct == "application/json" || ct.ends_with("+json"));
-            if !json {
+            if json && !is_json {
                 return Err(NetError::NotJson);
             }
             let body = Limited::new(res.into_body(), max).collect().await.map_err(|e| {

@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, VerifiedHandle};
 use crate::body::Body;
 
 /// Whether a header name is one atgate injects: every `x-atproto-*` and `x-atgate-*`
@@ -31,9 +31,13 @@ pub fn strip_identity(mut req: Request<Body>) -> Request<Body> {
 /// Sets the identity headers for the principal the auth stage inserted.
 pub fn inject_identity(mut req: Request<Body>) -> Request<Body> {
     let principal = req.extensions_mut().remove::<Principal>();
+    let handle = req.extensions_mut().remove::<VerifiedHandle>();
     let names = req.extensions().get::<std::sync::Arc<crate::router::Route>>().map(|r| r.identity.clone());
     if let (Some(principal), Some(names)) = (principal, names) {
         principal.write_headers(&names, req.headers_mut());
+        if let Some(v) = handle.and_then(|h| HeaderValue::from_str(&h.0).ok()) {
+            req.headers_mut().insert(names.handle.clone(), v);
+        }
     }
     req
 }

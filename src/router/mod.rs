@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tower::{Layer, Service};
 
 use crate::body::{Body, HttpFuture};
-use crate::config::{AuthMethod, IdentityHeaders, Rewrite, RouteConfig};
+use crate::config::{AuthMethods, IdentityHeaders, Lxm, PrincipalPolicy, Rewrite, RouteConfig};
 use crate::proxy::Upstream;
 use crate::respond::{Reject, reject};
 use crate::state::Shared;
@@ -31,8 +31,16 @@ pub struct Route {
     pub key: MatchKey,
     /// Where it forwards.
     pub upstream: Arc<Upstream>,
-    /// Credential kind.
-    pub auth: AuthMethod,
+    /// Credential kinds.
+    pub auth: AuthMethods,
+    /// The method a service JWT must name.
+    pub lxm: Lxm,
+    /// Whether a service JWT may be used more than once.
+    pub allow_token_reuse: bool,
+    /// Whether to inject the verified handle.
+    pub inject_handle: bool,
+    /// Who may use the route.
+    pub policy: PrincipalPolicy,
     /// Whether `Authorization` and `DPoP` reach the upstream.
     pub forward_credentials: bool,
     /// Path change before forwarding.
@@ -49,6 +57,10 @@ impl Route {
             key: config.key.clone(),
             upstream,
             auth: config.auth,
+            lxm: config.lxm.clone(),
+            allow_token_reuse: config.allow_token_reuse,
+            inject_handle: config.inject_handle,
+            policy: config.policy.clone(),
             forward_credentials: config.forward_credentials,
             rewrite: config.rewrite.clone(),
             identity,
