@@ -247,12 +247,12 @@ pub async fn verify(
     };
     let doc = match check(&doc) {
         Ok(true) => doc,
-        // The key may have rotated: refetch once (rate-limited per DID) and retry.
-        Ok(false) => match v.resolver.refresh(did).await {
+        // The key may have rotated (maybe to the other curve): refetch once, rate-limited
+        // per DID, and retry; otherwise the first verdict stands.
+        first => match v.resolver.refresh(did).await {
             Some(fresh) if check(&fresh) == Ok(true) => fresh,
-            _ => return Err(bad(ServiceError::Signature)),
+            _ => return Err(bad(first.err().unwrap_or(ServiceError::Signature))),
         },
-        Err(e) => return Err(bad(e)),
     };
     if !expect.policy.admits_pds(doc.pds.as_ref()) {
         return Err(AuthError::Denied);
@@ -287,3 +287,7 @@ pub fn xrpc_method(path: &str) -> Option<&str> {
     let nsid = path.strip_prefix("/xrpc/")?;
     crate::config::is_nsid(nsid).then_some(nsid)
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;
