@@ -35,6 +35,27 @@ pub struct Runtime {
     pub resolver: Option<Arc<Resolver>>,
     /// Service-JWT verification, when any route uses `auth: service_auth`.
     pub service: Option<ServiceVerifier>,
+    /// atgate's service DID document, when it serves one.
+    pub did_document: Option<bytes::Bytes>,
+}
+
+/// The DID document of atgate's `did:web` service identity: the service entry PDSes
+/// look up to route `atproto-proxy: <did>#<service_id>` requests here.
+pub fn service_did_document(config: &Config) -> Option<bytes::Bytes> {
+    let sa = &config.service_auth;
+    let (true, Some(did), Some(url)) = (sa.serve_did_document, &sa.did, &config.public_url) else {
+        return None;
+    };
+    let doc = serde_json::json!({
+        "@context": ["https://www.w3.org/ns/did/v1"],
+        "id": did,
+        "service": [{
+            "id": format!("#{}", sa.service_id),
+            "type": sa.service_type,
+            "serviceEndpoint": url.origin().ascii_serialization(),
+        }],
+    });
+    Some(doc.to_string().into())
 }
 
 /// What the DPoP path needs: nonces, trusted issuers and their keys, verified tokens.
@@ -136,6 +157,7 @@ impl Runtime {
             dpop,
             resolver,
             service,
+            did_document: service_did_document(&config),
             config: Arc::new(config),
         })
     }

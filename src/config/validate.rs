@@ -208,7 +208,8 @@ impl Validator<'_> {
         }
 
         let mut routes: Vec<RouteConfig> = Vec::new();
-        let mut places: Vec<Place> = Vec::new();
+        // Each validated route's place and index in the file (failed routes leave gaps).
+        let mut places: Vec<(Place, usize)> = Vec::new();
         for (i, r) in raw.routes.iter().enumerate() {
             let field = format!("routes[{i}]");
             if let Some(route) = self.route(&r.value, &field, &upstreams, &raw) {
@@ -216,7 +217,7 @@ impl Validator<'_> {
                     self.error(
                         Place::of(&r.value.name),
                         format!("{field}.name"),
-                        format!("duplicate route name {:?} (also routes[{j}])", route.name),
+                        format!("duplicate route name {:?} (also routes[{}])", route.name, places[j].1),
                     );
                 }
                 if let Some(j) = routes.iter().position(|o| o.key.is_ambiguous_with(&route.key)) {
@@ -226,12 +227,12 @@ impl Validator<'_> {
                         format!(
                             "route {:?} overlaps route {:?} (line {}) with equal specificity: \
                              give one a host, a more specific path, or disjoint methods",
-                            route.name, routes[j].name, places[j].line
+                            route.name, routes[j].name, places[j].0.line
                         ),
                     );
                 }
                 routes.push(route);
-                places.push(Place::of(r));
+                places.push((Place::of(r), i));
             }
         }
         if raw.routes.is_empty() {
@@ -244,18 +245,22 @@ impl Validator<'_> {
         let identity_headers = self.identity_headers(&raw.identity_headers);
         let identity = self.identity(&raw.identity);
         let service_auth = self.service_auth(raw.service_auth.as_ref());
-        if service_auth.did.is_none()
+        let service_did_written = raw.service_auth.as_ref().is_some_and(|s| s.did.is_some());
+        if !service_did_written
             && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.service_auth)
         {
             self.error(
-                places[i],
-                format!("routes[{i}].auth"),
+                places[i].0,
+                format!("routes[{}].auth", places[i].1),
                 format!("route {:?} uses service_auth, which needs service_auth.did (the aud service JWTs name)", r.name),
             );
         }
-        if service_auth.serve_did_document && public_url.is_none() {
+        if service_auth.serve_did_document
+            && public_url.is_none()
+            && let Some(serve) = raw.service_auth.as_ref().and_then(|s| s.serve_did_document.as_ref())
+        {
             self.error(
-                Place { line: 1, column: 1 },
+                Place::of(serve),
                 "service_auth.serve_did_document",
                 "needs public_url (the service endpoint of the DID document)",
             );
@@ -264,8 +269,8 @@ impl Validator<'_> {
             && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.dpop)
         {
             self.error(
-                places[i],
-                format!("routes[{i}].auth"),
+                places[i].0,
+                format!("routes[{}].auth", places[i].1),
                 format!("route {:?} uses dpop but no issuers are configured", r.name),
             );
         }
@@ -275,8 +280,8 @@ impl Validator<'_> {
             && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.dpop)
         {
             self.error(
-                places[i],
-                format!("routes[{i}].auth"),
+                places[i].0,
+                format!("routes[{}].auth", places[i].1),
                 format!(
                     "route {:?} uses dpop, which needs the external URL for DPoP htu checks: set public_url (or trusted_proxies that send X-Forwarded-Host)",
                     r.name

@@ -255,6 +255,13 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let runtime = self.shared.runtime.load_full();
+        if let Some(doc) = &runtime.did_document
+            && req.uri().path() == "/.well-known/did.json"
+            && (req.method() == Method::GET || req.method() == Method::HEAD)
+        {
+            let res = did_document_response(doc.clone());
+            return Box::pin(async move { Ok(res) });
+        }
         let table = &runtime.routes;
         let found = path::normalize(req.uri().path()).map_err(RouteError::BadPath).and_then(|p| {
             let host = if table.uses_hosts() { request_host(req.uri(), req.headers()) } else { None };
@@ -280,6 +287,17 @@ where
             }
         }
     }
+}
+
+/// atgate's own service DID document (`service_auth.serve_did_document`).
+fn did_document_response(doc: bytes::Bytes) -> Response<Body> {
+    let mut res = Response::new(crate::body::full(doc));
+    let headers = res.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/did+ld+json"));
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    res.extensions_mut().insert(crate::metrics::Name("did-document".into()));
+    res
 }
 
 #[cfg(test)]
