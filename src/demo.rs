@@ -16,11 +16,12 @@ use crate::config::Config;
 use crate::jose::sign::SigningKey;
 use crate::tools::DpopSigner;
 use crate::tools::curl::CurlRequest;
+use crate::tools::dev_identity::{DevIdentity, DidKey, did_document};
 use crate::tools::dev_issuer::DevIssuer;
 use std::time::Duration;
 
-/// The demo's embedded config, with `{{LISTEN}}`, `{{ADMIN}}`, `{{ECHO}}` and `{{ISSUER}}`
-/// to fill in.
+/// The demo's embedded config, with `{{LISTEN}}`, `{{ADMIN}}`, `{{ECHO}}`, `{{ISSUER}}`
+/// and `{{IDENTITY}}` to fill in.
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.yaml");
 
 /// Starts an upstream on `addr` that answers every request with a JSON description of
@@ -72,13 +73,17 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
 /// The DID the demo's tokens are issued for.
 pub const DEMO_DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
 
-/// The demo config for the given addresses.
-pub fn config(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, issuer: &str) -> Config {
+/// The `aud` of the demo's service JWTs.
+pub const DEMO_SERVICE_AUD: &str = "did:web:localhost#demo_svc";
+
+/// The demo config for the given addresses (`identity` is the identity host's `host:port`).
+pub fn config(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, issuer: &str, identity: &str) -> Config {
     let text = DEMO_CONFIG
         .replace("{{LISTEN}}", &listen.to_string())
         .replace("{{ADMIN}}", &admin.to_string())
         .replace("{{ECHO}}", &echo.to_string())
-        .replace("{{ISSUER}}", issuer);
+        .replace("{{ISSUER}}", issuer)
+        .replace("{{IDENTITY}}", identity);
     Config::parse(&text, "<demo>").expect("the embedded demo config is valid")
 }
 
@@ -152,6 +157,57 @@ pub async fn once_dpop(gateway: &Gateway, issuer: &DevIssuer) -> OnceReport {
     OnceReport { status, echoed, failures }
 }
 
+/// The demo user of the service-auth path: the identity host's own `did:web`, with a
+/// fresh secp256k1 key published in its DID document.
+pub fn demo_service_user(identity: &DevIdentity) -> (String, DidKey) {
+    let did = identity.web_did().to_owned();
+    let key = DidKey::k256();
+    identity.publish(&did, did_document(&did, &key, None, "http://localhost"));
+    (did, key)
+}
+
+/// Makes a service-auth request through the gateway, as a PDS proxying for the demo user
+/// would, and checks that the user's DID arrived at the upstream.
+pub async fn once_service(gateway: &Gateway, identity: &DevIdentity) -> OnceReport {
+    let (did, key) = demo_service_user(identity);
+    let token = key.service_jwt(&did, DEMO_SERVICE_AUD, Some("com.example.getThing"), 60);
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let url = format!("http://{}/service/xrpc/com.example.getThing", gateway.addrs()[0]);
+    let mut failures = Vec::new();
+    let mut status = http::StatusCode::BAD_GATEWAY;
+    let mut echoed = serde_json::Value::Null;
+    for attempt in 0..2 {
+        let req = Request::get(&url)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(body::empty())
+            .expect("a valid request");
+        let (s, body) = match client.request(req).await {
+            Ok(res) => {
+                let s = res.status();
+                let bytes = res.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                (s, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+            }
+            Err(e) => {
+                failures.push(format!("request failed: {e}"));
+                break;
+            }
+        };
+        if attempt == 0 {
+            (status, echoed) = (s, body);
+        } else if s != http::StatusCode::UNAUTHORIZED {
+            failures.push(format!("replayed service JWT: status {s}, expected 401"));
+        }
+    }
+    if status != http::StatusCode::OK {
+        failures.push(format!("service-auth request: status {status}, expected 200"));
+    }
+    let seen = &echoed["headers"];
+    if seen["x-atproto-did"] != did.as_str() || seen["x-atproto-auth"] != "service" {
+        failures.push("the service JWT's DID did not arrive at the upstream".into());
+    }
+    OnceReport { status, echoed, failures }
+}
+
 /// Sends one real request through the gateway and checks what the upstream saw.
 pub async fn once(gateway: &Gateway) -> OnceReport {
     let addr = gateway.addrs()[0];
@@ -200,12 +256,14 @@ pub async fn run(once_only: bool) -> Result<bool, StartError> {
     let bind_error = |source| StartError::Bind { addr: loopback(0), source };
     let echo = spawn_echo(loopback(0)).await.map_err(bind_error)?;
     let issuer = DevIssuer::spawn(loopback(0)).await.map_err(bind_error)?;
+    let identity = DevIdentity::spawn(loopback(0)).await.map_err(bind_error)?;
+    let identity_addr = identity.plc_url().trim_start_matches("http://").to_owned();
     let (listen, admin) = if once_only {
         (loopback(0), loopback(0))
     } else {
         (free_or_ephemeral(loopback(8080)), free_or_ephemeral(loopback(9090)))
     };
-    let gateway = Gateway::start(config(listen, admin, echo, issuer.issuer())).await?;
+    let gateway = Gateway::start(config(listen, admin, echo, issuer.issuer(), &identity_addr)).await?;
     let addr = gateway.addrs()[0];
     let admin = gateway.admin_addr().unwrap_or(admin);
     if once_only {
@@ -215,13 +273,18 @@ pub async fn run(once_only: bool) -> Result<bool, StartError> {
         let dpop = once_dpop(&gateway, &issuer).await;
         println!("DPoP GET http://{addr}/oauth/xrpc/com.example.getThing -> {}", dpop.status);
         println!("{}", serde_json::to_string_pretty(&dpop.echoed).unwrap_or_default());
-        let failures: Vec<&String> = public.failures.iter().chain(&dpop.failures).collect();
+        let service = once_service(&gateway, &identity).await;
+        println!("service-auth GET http://{addr}/service/xrpc/com.example.getThing -> {}", service.status);
+        println!("{}", serde_json::to_string_pretty(&service.echoed).unwrap_or_default());
+        let failures: Vec<&String> =
+            public.failures.iter().chain(&dpop.failures).chain(&service.failures).collect();
         for f in &failures {
             println!("FAILED: {f}");
         }
         if failures.is_empty() {
             println!("demo ok: a public request passed with spoofed identity and hop-by-hop headers stripped;");
-            println!("a DPoP request passed after the nonce challenge, and {DEMO_DID} arrived at the upstream");
+            println!("a DPoP request passed after the nonce challenge, and {DEMO_DID} arrived at the upstream;");
+            println!("a service JWT signed by a did:web key passed once, and its replay was refused");
         }
         gateway.shutdown();
         gateway.wait().await;
@@ -252,6 +315,11 @@ pub async fn run(once_only: bool) -> Result<bool, StartError> {
         key_file.display(),
         token_file.display()
     );
+    let (did, service_key) = demo_service_user(&identity);
+    let service_token = service_key.service_jwt(&did, DEMO_SERVICE_AUD, Some("com.example.getThing"), 3600);
+    println!();
+    println!("A service-auth request, as {did}'s PDS would send it (a second run is refused as a replay):");
+    println!("  curl -s -H 'authorization: Bearer {service_token}' http://{addr}/service/xrpc/com.example.getThing");
     println!();
     println!("Ctrl-C stops it.");
     Ok(serve_until_signal(gateway).await)

@@ -25,7 +25,7 @@ use crate::config::{IdentityHeaders, Lxm};
 use crate::jose::b64url;
 use crate::proxy::forwarded::ClientInfo;
 use crate::respond::reject;
-use crate::router::Route;
+use crate::router::{NormalPath, Route};
 use crate::state::{DpopState, Runtime, Shared};
 use dpop::verify::{ProofContext, REPLAY_TTL, verify_proof};
 use token::VerifiedToken;
@@ -122,9 +122,16 @@ pub async fn authenticate(
     let principal = match service_token {
         Some(token) => {
             let verifier = runtime.service.as_ref().ok_or(AuthError::NotRouted)?;
+            // `from_path` reads the method the upstream will see: the normalized path
+            // after the route's rewrite.
+            let forwarded;
             let lxm = match &route.lxm {
                 Lxm::Fixed(nsid) => nsid.as_str(),
-                Lxm::FromPath => service::xrpc_method(req.uri.path()).ok_or(AuthError::NotXrpc)?,
+                Lxm::FromPath => {
+                    let normal = req.extensions.get::<NormalPath>().map_or(req.uri.path(), |p| &p.0);
+                    forwarded = route.upstream_path(normal);
+                    service::xrpc_method(&forwarded).ok_or(AuthError::NotXrpc)?
+                }
             };
             let expect = service::Expect { lxm, single_use: !route.allow_token_reuse, policy: &route.policy };
             let token = service::verify(verifier, shared.replay.as_ref(), token, expect, now_ms() / 1000).await?;
