@@ -18,7 +18,7 @@ fn atgate() -> Command {
 fn example_config_passes_check() {
     let out = atgate().args(["check", "--config", "config/atgate.yaml"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "config/atgate.yaml: ok (6 routes, 2 upstreams)\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "config/atgate.yaml: ok (7 routes, 2 upstreams)\n");
 }
 
 #[test]
@@ -48,6 +48,9 @@ fn demo_once_works() {
     assert!(stdout.contains("/demo/hello?who=world -> 200 OK"), "{stdout}");
     assert!(stdout.contains("DPoP GET"), "{stdout}");
     assert!(stdout.contains(r#""x-atproto-did": "did:plc:ewvi7nxzyoun6zhxrhs64oiz""#), "{stdout}");
+    assert!(stdout.contains("/service/xrpc/com.example.getThing -> 200 OK"), "{stdout}");
+    assert!(stdout.contains(r#""x-atproto-auth": "service""#), "{stdout}");
+    assert!(stdout.contains("its replay was refused"), "{stdout}");
     assert!(stdout.contains("demo ok"), "{stdout}");
 }
 
