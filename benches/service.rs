@@ -24,11 +24,8 @@ fn bench(c: &mut Criterion) {
             let host = DevIdentity::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
             host.publish(DID, did_document(DID, &key, None, "https://pds.test"));
             let identity = IdentityConfig { plc_url: url::Url::parse(&host.plc_url()).unwrap(), ..Default::default() };
-            let net = Outbound::new(OutboundConfig {
-                allow_private_addresses: true,
-                allow_http: true,
-                ..Default::default()
-            });
+            let net =
+                Outbound::new(OutboundConfig { allow_private_addresses: true, allow_http: true, ..Default::default() });
             let config = ServiceAuthConfig {
                 did: Some("did:web:gateway.test".into()),
                 service_id: "svc".into(),
@@ -48,7 +45,9 @@ fn bench(c: &mut Criterion) {
         let jws = atgate::jose::jws::parse(&token).unwrap();
         let alg = public.alg();
         c.bench_function(&format!("service/{name}_signature"), |b| {
-            b.iter(|| assert!(public.verify_lenient(alg, black_box(jws.signing_input.as_bytes()), &jws.signature, false)))
+            b.iter(|| {
+                assert!(public.verify_lenient(alg, black_box(jws.signing_input.as_bytes()), &jws.signature, false))
+            })
         });
         c.bench_function(&format!("service/{name}_verify_warm_cache"), |b| {
             b.iter_batched(

@@ -276,8 +276,7 @@ pub async fn run(once_only: bool) -> Result<bool, StartError> {
         let service = once_service(&gateway, &identity).await;
         println!("service-auth GET http://{addr}/service/xrpc/com.example.getThing -> {}", service.status);
         println!("{}", serde_json::to_string_pretty(&service.echoed).unwrap_or_default());
-        let failures: Vec<&String> =
-            public.failures.iter().chain(&dpop.failures).chain(&service.failures).collect();
+        let failures: Vec<&String> = public.failures.iter().chain(&dpop.failures).chain(&service.failures).collect();
         for f in &failures {
             println!("FAILED: {f}");
         }

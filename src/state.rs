@@ -9,8 +9,8 @@ use tokio::sync::Semaphore;
 use crate::auth::dpop::nonce::Nonces;
 use crate::auth::dpop::replay::{MemoryReplayStore, ReplayStore};
 use crate::auth::issuer::Issuers;
-use crate::auth::token::TokenCache;
 use crate::auth::service::ServiceVerifier;
+use crate::auth::token::TokenCache;
 use crate::config::{Config, ConfigError, ConfigErrors, DpopConfig};
 use crate::identity::Resolver;
 use crate::metrics::Metrics;
@@ -135,8 +135,7 @@ impl Runtime {
         } else {
             None
         };
-        let needs_identity =
-            config.routes.iter().any(|r| r.auth.service_auth || r.inject_handle);
+        let needs_identity = config.routes.iter().any(|r| r.auth.service_auth || r.inject_handle);
         let resolver = needs_identity.then(|| Resolver::new(&config.identity, outbound.clone()));
         let service = match &resolver {
             Some(r) if config.routes.iter().any(|r| r.auth.service_auth) => {

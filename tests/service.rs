@@ -48,7 +48,8 @@ service_auth: {{ did: {SERVICE}, service_id: example_svc, service_type: ExampleS
 ";
     // The mixed route needs a trusted OAuth issuer.
     let issuer = atgate::tools::dev_issuer::DevIssuer::spawn(loopback()).await.unwrap();
-    let top = format!("{top}issuers:\n  - {{ issuer: \"{}\", discovery: true, audiences: [{SERVICE}] }}\n", issuer.issuer());
+    let top =
+        format!("{top}issuers:\n  - {{ issuer: \"{}\", discovery: true, audiences: [{SERVICE}] }}\n", issuer.issuer());
     let config = config_with(&top, &[("up", up)], routes);
     let gw = Gateway::start(config).await.unwrap();
     Setup { gw, host, alice, dns_queries }
@@ -139,7 +140,10 @@ async fn rejections_are_xrpc_errors() {
         (parts.status, error_of(&body)),
         (StatusCode::UNAUTHORIZED, ("BadJwtSignature", "jwt signature does not match jwt issuer"))
     );
-    assert_eq!(parts.headers["www-authenticate"], r#"Bearer error="invalid_token", error_description="jwt signature does not match jwt issuer""#);
+    assert_eq!(
+        parts.headers["www-authenticate"],
+        r#"Bearer error="invalid_token", error_description="jwt signature does not match jwt issuer""#
+    );
 
     let (parts, body) = s.call("/xrpc/com.example.getThing", "not.a.jwt").await;
     assert_eq!((parts.status, error_of(&body)), (StatusCode::UNAUTHORIZED, ("BadJwt", "poorly formatted jwt")));

@@ -85,7 +85,8 @@ fn service_error(r: Result<ServiceToken, AuthError>) -> ServiceError {
 
 /// Signs arbitrary header and claims with a DID key (for malformed-token cases).
 fn sign(key: &DidKey, header: &Value, claims: &Value) -> String {
-    let input = format!("{}.{}", jose::b64url(header.to_string().as_bytes()), jose::b64url(claims.to_string().as_bytes()));
+    let input =
+        format!("{}.{}", jose::b64url(header.to_string().as_bytes()), jose::b64url(claims.to_string().as_bytes()));
     let DidKey::K256(k) = key else { panic!("k256 only") };
     use k256::ecdsa::signature::Signer;
     let sig: k256::ecdsa::Signature = k.sign(input.as_bytes());
@@ -255,7 +256,9 @@ async fn key_rotation_and_forced_refresh_limits() {
     let old = DidKey::k256();
     let f = Fixture::new(&old).await;
     let now = crate::auth::now_ms() / 1000;
-    f.check_at(&old.service_jwt(DID, "did:web:gateway.example.com#example_svc", Some(LXM), 60), LXM, now).await.unwrap();
+    f.check_at(&old.service_jwt(DID, "did:web:gateway.example.com#example_svc", Some(LXM), 60), LXM, now)
+        .await
+        .unwrap();
     assert_eq!(f.host.fetches(), 1);
     // The account rotates its key: the first token with the new key triggers one refetch.
     let new = DidKey::p256();

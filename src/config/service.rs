@@ -132,8 +132,11 @@ impl Validator<'_> {
             self.error(Place::of(s), "service_auth.serve_did_document", "needs service_auth.did to be a did:web");
         }
         let max_lifetime = self.duration(&raw.max_lifetime, "service_auth.max_lifetime", d.max_lifetime);
-        let without =
-            self.duration(&raw.max_lifetime_without_lxm, "service_auth.max_lifetime_without_lxm", d.max_lifetime_without_lxm);
+        let without = self.duration(
+            &raw.max_lifetime_without_lxm,
+            "service_auth.max_lifetime_without_lxm",
+            d.max_lifetime_without_lxm,
+        );
         for (value, v, field) in [
             (&raw.max_lifetime, max_lifetime, "service_auth.max_lifetime"),
             (&raw.max_lifetime_without_lxm, without, "service_auth.max_lifetime_without_lxm"),
@@ -181,7 +184,11 @@ impl Validator<'_> {
     ) -> (Lxm, bool, PrincipalPolicy) {
         let needs_service = |v: &mut Self, place: Place, name: &str| {
             if !service_auth {
-                v.error(place, format!("{field}.{name}"), format!("{name} applies only to routes with auth service_auth"));
+                v.error(
+                    place,
+                    format!("{field}.{name}"),
+                    format!("{name} applies only to routes with auth service_auth"),
+                );
             }
         };
         let lxm = match &raw.lxm {
@@ -191,7 +198,9 @@ impl Validator<'_> {
                 self.check(l, format!("{field}.lxm"), |s| match s.as_str() {
                     "from_path" => Ok(Lxm::FromPath),
                     nsid if is_nsid(nsid) => Ok(Lxm::Fixed(nsid.to_owned())),
-                    other => Err(format!("invalid lxm {other:?} (expected from_path or an NSID like com.example.getThing)")),
+                    other => {
+                        Err(format!("invalid lxm {other:?} (expected from_path or an NSID like com.example.getThing)"))
+                    }
                 })
                 .unwrap_or(Lxm::FromPath)
             }
@@ -216,14 +225,14 @@ impl Validator<'_> {
         let allow_dids = raw.allow_dids.as_ref().map(|l| dids(self, l, "allow_dids"));
         let deny_dids = dids(self, &raw.deny_dids, "deny_dids");
         let allow_pds = raw.allow_pds.as_ref().map(|list| {
-            if let Some(first) = list.first() {
-                if dpop || !service_auth {
-                    self.error(
-                        Place::of(first),
-                        format!("{field}.allow_pds"),
-                        "allow_pds applies only to routes whose auth is service_auth alone (it needs the DID document)",
-                    );
-                }
+            if let Some(first) = list.first()
+                && (dpop || !service_auth)
+            {
+                self.error(
+                    Place::of(first),
+                    format!("{field}.allow_pds"),
+                    "allow_pds applies only to routes whose auth is service_auth alone (it needs the DID document)",
+                );
             }
             list.iter()
                 .enumerate()
@@ -239,7 +248,11 @@ impl Validator<'_> {
                 .collect()
         });
         if (allow_dids.is_some() || !deny_dids.is_empty()) && !service_auth && !dpop {
-            self.error(Place::of(&raw.name), format!("{field}.allow_dids"), "DID lists apply only to authenticated routes");
+            self.error(
+                Place::of(&raw.name),
+                format!("{field}.allow_dids"),
+                "DID lists apply only to authenticated routes",
+            );
         }
         (lxm, reuse, PrincipalPolicy { allow_dids, deny_dids, allow_pds })
     }
@@ -254,7 +267,15 @@ mod tests {
         for ok in ["com.example.getThing", "app.bsky.feed.getFeedSkeleton", "com.atproto.repo.createRecord", "a.b.c"] {
             assert!(is_nsid(ok), "{ok}");
         }
-        for bad in ["", "com.example", "com..get", "com.example.get-thing", "1com.example.x", "com.example.1x", "com.example.get/x"] {
+        for bad in [
+            "",
+            "com.example",
+            "com..get",
+            "com.example.get-thing",
+            "1com.example.x",
+            "com.example.1x",
+            "com.example.get/x",
+        ] {
             assert!(!is_nsid(bad), "{bad}");
         }
     }

@@ -24,7 +24,12 @@ fn example_config_parses() {
     assert_eq!(c.public_url.as_ref().map(|u| u.as_str()), Some("https://gateway.example.com/"));
     assert_eq!(c.trusted_proxies.len(), 2);
     assert_eq!(c.limits.max_body, 10 << 20);
-    assert_eq!(c.routes.len(), 6);
+    assert_eq!(c.routes.len(), 7);
+    let skeleton = c.routes.iter().find(|r| r.name == "feed-skeleton").unwrap();
+    assert_eq!(skeleton.auth, crate::config::AuthMethods { dpop: false, service_auth: true });
+    assert_eq!(skeleton.lxm, crate::config::Lxm::FromPath);
+    assert_eq!(c.service_auth.did.as_deref(), Some("did:web:gateway.example.com"));
+    assert_eq!(c.service_auth.service_id, "bsky_fg");
     let feeds = &c.upstreams[1];
     assert_eq!((feeds.name.as_str(), feeds.base_path.as_str()), ("feeds", "/base"));
     assert_eq!(feeds.timeout, Duration::from_secs(10));

@@ -246,13 +246,14 @@ impl Validator<'_> {
         let identity = self.identity(&raw.identity);
         let service_auth = self.service_auth(raw.service_auth.as_ref());
         let service_did_written = raw.service_auth.as_ref().is_some_and(|s| s.did.is_some());
-        if !service_did_written
-            && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.service_auth)
-        {
+        if !service_did_written && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.service_auth) {
             self.error(
                 places[i].0,
                 format!("routes[{}].auth", places[i].1),
-                format!("route {:?} uses service_auth, which needs service_auth.did (the aud service JWTs name)", r.name),
+                format!(
+                    "route {:?} uses service_auth, which needs service_auth.did (the aud service JWTs name)",
+                    r.name
+                ),
             );
         }
         if service_auth.serve_did_document

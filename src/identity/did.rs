@@ -75,7 +75,10 @@ pub fn method(did: &str) -> Result<Method, DidError> {
     }
     // A host name: labels of letters, digits and hyphens (DID syntax already allows `_`).
     let labels_ok = lower.split('.').all(|l| {
-        !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-')
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
     if !labels_ok || lower.len() > 253 {
@@ -115,10 +118,13 @@ mod tests {
 
     #[test]
     fn syntax() {
-        for ok in ["did:plc:ewvi7nxzyoun6zhxrhs64oiz", "did:web:example.com", "did:web:localhost%3A2583", "did:x:a.b_c-d"] {
+        for ok in
+            ["did:plc:ewvi7nxzyoun6zhxrhs64oiz", "did:web:example.com", "did:web:localhost%3A2583", "did:x:a.b_c-d"]
+        {
             assert!(is_did(ok), "{ok}");
         }
-        for bad in ["", "did", "did:", "did:plc:", "did:PLC:abc", "did:plc:abc:", "did:plc:abc%", "did:web:a b", "DID:web:a"]
+        for bad in
+            ["", "did", "did:", "did:plc:", "did:PLC:abc", "did:plc:abc:", "did:plc:abc%", "did:web:a b", "DID:web:a"]
         {
             assert!(!is_did(bad), "{bad}");
         }
@@ -154,10 +160,7 @@ mod tests {
     #[test]
     fn fragments() {
         assert_eq!(split_fragment("did:plc:abc"), Some(("did:plc:abc", None)));
-        assert_eq!(
-            split_fragment("did:plc:abc#atproto_labeler"),
-            Some(("did:plc:abc", Some("atproto_labeler")))
-        );
+        assert_eq!(split_fragment("did:plc:abc#atproto_labeler"), Some(("did:plc:abc", Some("atproto_labeler"))));
         assert_eq!(split_fragment("did:plc:abc#"), None);
         assert_eq!(split_fragment("did:plc:abc#a#b"), None);
         assert_eq!(split_fragment("https://x#y"), None);

@@ -161,10 +161,7 @@ mod tests {
         assert_eq!(did_from_txt(one.iter().map(Vec::as_slice)).as_deref(), Some("did:plc:ewvi7nxzyoun6zhxrhs64oiz"));
         // Chunks of one record are joined.
         let split = [rec(&["did=did:plc:ewvi7nxzy", "oun6zhxrhs64oiz"])];
-        assert_eq!(
-            did_from_txt(split.iter().map(Vec::as_slice)).as_deref(),
-            Some("did:plc:ewvi7nxzyoun6zhxrhs64oiz")
-        );
+        assert_eq!(did_from_txt(split.iter().map(Vec::as_slice)).as_deref(), Some("did:plc:ewvi7nxzyoun6zhxrhs64oiz"));
         let two = [rec(&["did=did:plc:aaaa"]), rec(&["did=did:plc:bbbb"])];
         assert_eq!(did_from_txt(two.iter().map(Vec::as_slice)), None);
         let untrimmed = [rec(&["did= did:plc:aaaa"])];

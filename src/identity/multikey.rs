@@ -40,7 +40,9 @@ pub fn decode_multibase(text: &str) -> Result<Vec<u8>, KeyError> {
     let decoded = match prefix {
         'z' => bs58::decode(rest).into_vec().ok(),
         'f' | 'F' => HEXLOWER_PERMISSIVE.decode(rest).ok(),
-        'b' => BASE32_NOPAD.decode(&rest.to_ascii_uppercase()).ok().filter(|_| !rest.iter().any(u8::is_ascii_uppercase)),
+        'b' => {
+            BASE32_NOPAD.decode(&rest.to_ascii_uppercase()).ok().filter(|_| !rest.iter().any(u8::is_ascii_uppercase))
+        }
         'B' => BASE32_NOPAD.decode(rest).ok(),
         'm' => BASE64_NOPAD.decode(rest).ok(),
         'u' | 'U' => BASE64URL_NOPAD.decode(rest).ok(),
@@ -93,9 +95,7 @@ mod tests {
     /// The key's uncompressed SEC1 bytes, via its JWK.
     fn uncompressed(key: &PublicKey) -> String {
         match key {
-            PublicKey::K256(k) => {
-                hex(k.to_encoded_point(false).as_bytes())
-            }
+            PublicKey::K256(k) => hex(k.to_encoded_point(false).as_bytes()),
             PublicKey::P256(p) => hex(p.as_ref()),
         }
     }
@@ -156,10 +156,7 @@ mod tests {
         assert_eq!(decode_multikey("Q3sh").unwrap_err(), KeyError::Multibase);
         assert_eq!(decode_multikey("z0OIl").unwrap_err(), KeyError::Multibase); // not base58
         // An ed25519 multikey (codec 0xed).
-        assert_eq!(
-            decode_multikey("z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK").unwrap_err(),
-            KeyError::Codec
-        );
+        assert_eq!(decode_multikey("z6MkhaXgBZDvotDkL5257faiztiGiC2QtKLGpbnnEGta2doK").unwrap_err(), KeyError::Codec);
         // The secp256k1 codec with a point that is not on the curve.
         let mut bytes = K256_CODEC.to_vec();
         bytes.push(0x02);

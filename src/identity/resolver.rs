@@ -131,9 +131,8 @@ impl Resolver {
                 error: config.error_ttl,
             })
             .build();
-        let short = |ttl: Duration| {
-            moka::sync::Cache::builder().max_capacity(config.cache_capacity).time_to_live(ttl).build()
-        };
+        let short =
+            |ttl: Duration| moka::sync::Cache::builder().max_capacity(config.cache_capacity).time_to_live(ttl).build();
         Arc::new(Resolver {
             dns: handle::dns_resolver(&config.dns_servers, config.timeout),
             forced: short(config.refresh_interval),
@@ -155,8 +154,7 @@ impl Resolver {
     pub async fn resolve(self: &Arc<Self>, did: &str) -> Result<Arc<DidDoc>, IdentityError> {
         did::method(did)?;
         if let Some(slot) = self.docs.get(did).await {
-            if slot.result.is_ok() && slot.fetched.elapsed() >= self.config.fresh
-            {
+            if slot.result.is_ok() && slot.fetched.elapsed() >= self.config.fresh {
                 self.revalidate(did);
             }
             return slot.result;

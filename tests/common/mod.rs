@@ -224,7 +224,11 @@ pub async fn dns_server(records: std::collections::HashMap<String, Vec<String>>)
                 match records.get(&name) {
                     Some(values) => {
                         for v in values {
-                            answer.add_answer(Record::from_rdata(q.name().clone(), 60, RData::TXT(TXT::new(vec![v.clone()]))));
+                            answer.add_answer(Record::from_rdata(
+                                q.name().clone(),
+                                60,
+                                RData::TXT(TXT::new(vec![v.clone()])),
+                            ));
                         }
                     }
                     None => {
