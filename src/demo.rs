@@ -181,14 +181,10 @@ pub async fn once_service(gateway: &Gateway, identity: &DevIdentity) -> OnceRepo
             .header(header::AUTHORIZATION, format!("Bearer {token}"))
             .body(body::empty())
             .expect("a valid request");
-        let (s, body) = match client.request(req).await {
-            Ok(res) => {
-                let s = res.status();
-                let bytes = res.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-                (s, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
-            }
+        let (s, body) = match fetch_json(&client, req).await {
+            Ok(answer) => answer,
             Err(e) => {
-                failures.push(format!("request failed: {e}"));
+                failures.push(e);
                 break;
             }
         };
@@ -208,6 +204,16 @@ pub async fn once_service(gateway: &Gateway, identity: &DevIdentity) -> OnceRepo
     OnceReport { status, echoed, failures }
 }
 
+type DemoClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body>;
+
+/// Sends `req`; the status and the body as JSON (`null` when it is not JSON).
+async fn fetch_json(client: &DemoClient, req: Request<Body>) -> Result<(http::StatusCode, serde_json::Value), String> {
+    let res = client.request(req).await.map_err(|e| format!("request failed: {e}"))?;
+    let status = res.status();
+    let bytes = res.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
+}
+
 /// Sends one real request through the gateway and checks what the upstream saw.
 pub async fn once(gateway: &Gateway) -> OnceReport {
     let addr = gateway.addrs()[0];
@@ -220,17 +226,10 @@ pub async fn once(gateway: &Gateway) -> OnceReport {
         .body(body::empty())
         .expect("a valid request");
     let mut failures = Vec::new();
-    let (status, echoed) = match client.request(req).await {
-        Ok(res) => {
-            let status = res.status();
-            let bytes = res.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-            (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
-        }
-        Err(e) => {
-            failures.push(format!("request failed: {e}"));
-            (http::StatusCode::BAD_GATEWAY, serde_json::Value::Null)
-        }
-    };
+    let (status, echoed) = fetch_json(&client, req).await.unwrap_or_else(|e| {
+        failures.push(e);
+        (http::StatusCode::BAD_GATEWAY, serde_json::Value::Null)
+    });
     if status != http::StatusCode::OK {
         failures.push(format!("status {status}, expected 200"));
     }

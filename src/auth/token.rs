@@ -40,21 +40,6 @@ fn number(claims: &Map<String, Value>, name: &str) -> Option<f64> {
     claims.get(name).and_then(Value::as_f64)
 }
 
-/// Whether `s` has the shape of a DID (`did:method:id`, ATPROTO-AUTH.md §11.1).
-pub fn is_did(s: &str) -> bool {
-    let mut parts = s.splitn(3, ':');
-    let (Some("did"), Some(method), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
-    s.len() <= 2048
-        && !method.is_empty()
-        && method.bytes().all(|b| b.is_ascii_lowercase())
-        && !id.is_empty()
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:%-".contains(&b))
-        && !id.ends_with(':')
-        && !id.ends_with('%')
-}
-
 /// Verifies a token's signature and claims at `now` (Unix seconds).
 pub async fn verify_token(
     token: &str,
@@ -91,7 +76,7 @@ pub async fn verify_token(
     if number(c, "iat").is_none() {
         return Err(err(TokenError::Claim(r#""iat" claim must be a number"#)));
     }
-    let sub = c.get("sub").and_then(Value::as_str).filter(|s| is_did(s));
+    let sub = c.get("sub").and_then(Value::as_str).filter(|s| crate::identity::is_did(s));
     let sub = sub.ok_or_else(|| err(TokenError::Claim(r#""sub" claim must be a DID"#)))?;
     if c.get("jti").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err(err(TokenError::Claim(r#""jti" claim missing"#)));

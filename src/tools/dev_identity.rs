@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -155,20 +154,7 @@ impl DevIdentity {
             fetches: AtomicU64::new(0),
         });
         let serving = state.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = serving.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let res = handle(&state, &req);
-                        async move { Ok::<_, std::convert::Infallible>(res) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        super::serve_http1(listener, serving, handle);
         Ok(DevIdentity { state, addr: local })
     }
 

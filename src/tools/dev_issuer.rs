@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -52,20 +51,7 @@ impl DevIssuer {
         });
         let issuer = DevIssuer { state: state.clone() };
         issuer.rotate();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let state = state.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let res = handle(&state, &req);
-                        async move { Ok::<_, std::convert::Infallible>(res) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+        super::serve_http1(listener, state, handle);
         Ok(issuer)
     }
 

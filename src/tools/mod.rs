@@ -5,8 +5,38 @@ pub mod curl;
 pub mod dev_identity;
 pub mod dev_issuer;
 
-use crate::jose::sign::{SigningKey, random_id};
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::body::Body;
+use crate::jose::sign::{SigningKey, random_id};
+
+/// Serves HTTP/1.1 on `listener` forever, answering each request with `handle(state, req)`:
+/// the loop behind the development servers.
+pub(crate) fn serve_http1<S: Send + Sync + 'static>(
+    listener: TcpListener,
+    state: Arc<S>,
+    handle: fn(&S, &Request<Incoming>) -> Response<Body>,
+) {
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let res = handle(&state, &req);
+                    async move { Ok::<_, std::convert::Infallible>(res) }
+                });
+                let _ =
+                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+}
 
 /// Signs DPoP proofs with one key.
 #[derive(Debug)]
