@@ -18,6 +18,7 @@ pub mod net;
 pub mod proxy;
 pub mod respond;
 pub mod router;
+pub mod scope;
 pub mod server;
 pub mod stack;
 pub mod state;

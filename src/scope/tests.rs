@@ -1,0 +1,148 @@
+//! ATPROTO-AUTH.md tables 8.7 (parsing, canonical form) and 8.8 (checks).
+
+use super::*;
+
+fn canonical(s: &str) -> Option<String> {
+    Scope::parse(s).map(|s| s.canonical())
+}
+
+#[test]
+fn table_8_7_parse_results() {
+    let valid = [
+        ("repo:app.example.profile?action=create&action=update&action=delete", "repo:app.example.profile"),
+        (
+            "repo?collection=app.example.profile&collection=app.example.post",
+            "repo?collection=app.example.post&collection=app.example.profile",
+        ),
+        ("repo?collection=*&collection=app.example.post", "repo:*"),
+        ("repo:app.example.profile?action=delete&action=create", "repo:app.example.profile?action=create&action=delete"),
+        ("repo:%2A", "repo:*"),
+        ("rpc?lxm=*&aud=did:web:api.example.com%23svc_appview", "rpc:*?aud=did:web:api.example.com%23svc_appview"),
+        (
+            "rpc:com.example.getThing?aud=did:web:api.example.com#svc",
+            "rpc:com.example.getThing?aud=did:web:api.example.com%23svc",
+        ),
+        ("rpc?lxm=com.example.b&lxm=com.example.a&aud=*", "rpc?lxm=com.example.a&lxm=com.example.b&aud=*"),
+        ("blob?accept=video/*&accept=text/html", "blob?accept=text/html&accept=video/*"),
+        ("blob?accept=image/png&accept=image/*", "blob:image/*"),
+        ("blob:image/PNG", "blob:image/png"),
+        ("blob:image/svg+xml", "blob:image/svg+xml"),
+        ("blob?accept=image/svg%2Bxml", "blob:image/svg+xml"),
+        ("account?action=manage&attr=repo", "account:repo?action=manage"),
+        ("account:status", "account:status"),
+        ("identity:*?", "identity:*"),
+        (
+            "include:app.example.authFull?aud=did:web:api.example.com%23svc_chat",
+            "include:app.example.authFull?aud=did:web:api.example.com%23svc_chat",
+        ),
+        ("atproto", "atproto"),
+        ("transition:generic", "transition:generic"),
+        ("transition:chat.bsky", "transition:chat.bsky"),
+        ("transition:email", "transition:email"),
+    ];
+    for (input, expected) in valid {
+        assert_eq!(canonical(input).as_deref(), Some(expected), "{input}");
+        // Canonical forms are fixed points.
+        assert_eq!(canonical(expected).as_deref(), Some(expected), "{expected}");
+    }
+    let invalid = [
+        "repo",
+        "repo:",
+        "repo:com.example.*",
+        "repo:a.b.c?action=read",
+        "repo:a.b.c?foo=bar",
+        "REPO:a.b.c",
+        "repo:a.b.c?collection=x.y.z",
+        "repo:%E0",
+        "rpc:*?aud=*",
+        "rpc:com.example.getThing",
+        "rpc:com.example.getThing?aud=did:web:api.example.com",
+        "rpc:com.example.getThing?aud=did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme%23x",
+        "rpc:com.example.getThing?aud=did:web:a.example.com%23x&aud=did:web:b.example.com%23y",
+        "blob:*",
+        "blob:image",
+        "blob:text/*?accept=image/*",
+        "blob?accept=image/svg+xml",
+        "account:*",
+        "account:phone",
+        "identity:did",
+        "identity:handle?attr=handle",
+        "include:app.example.authFull?aud=*",
+        "include:app.example",
+        "transition:foo",
+        "",
+    ];
+    for input in invalid {
+        assert_eq!(canonical(input), None, "{input}");
+    }
+}
+
+fn repo(collection: &str, action: RepoAction) -> Check {
+    Check::Repo { collection: collection.into(), action }
+}
+
+fn rpc(lxm: &str, aud: &str) -> Check {
+    Check::Rpc { lxm: lxm.into(), aud: aud.into() }
+}
+
+#[test]
+fn table_8_8_checks() {
+    let svc = "did:web:api.example.com#svc";
+    let cases: Vec<(&str, Check, bool)> = vec![
+        ("repo:app.example.post", repo("app.example.post", RepoAction::Create), true),
+        ("repo:app.example.post?action=create", repo("app.example.post", RepoAction::Delete), false),
+        ("repo:*?action=delete", repo("app.example.post", RepoAction::Delete), true),
+        ("transition:generic", repo("app.example.like", RepoAction::Create), true),
+        ("rpc:com.example.getThing?aud=did:web:api.example.com%23svc", rpc("com.example.getThing", svc), true),
+        (
+            "rpc:com.example.getThing?aud=did:web:api.example.com%23svc",
+            rpc("com.example.getThing", "did:web:api.example.com"),
+            false,
+        ),
+        (
+            "rpc:com.example.getThing?aud=did:web:api.example.com%23svc",
+            rpc("com.example.getThing", "did:web:api.example.com#other"),
+            false,
+        ),
+        ("rpc:*?aud=did:web:api.example.com%23svc", rpc("com.example.anything", svc), true),
+        ("transition:generic", rpc("chat.bsky.convo.getLog", svc), false),
+        ("transition:chat.bsky", rpc("chat.bsky.convo.getLog", svc), true),
+        ("blob:image/*", Check::Blob { mime: "image/png".into() }, true),
+        ("blob:image/*", Check::Blob { mime: "video/mp4".into() }, false),
+        ("account:email", Check::Account { attr: "email".into(), manage: true }, false),
+        ("account:email?action=manage", Check::Account { attr: "email".into(), manage: false }, true),
+        ("transition:email", Check::Account { attr: "email".into(), manage: false }, true),
+        ("transition:email", Check::Account { attr: "email".into(), manage: true }, false),
+        ("transition:generic", Check::Account { attr: "repo".into(), manage: true }, false),
+        ("transition:generic", Check::Identity { attr: "handle".into() }, false),
+        ("identity:*", Check::Identity { attr: "handle".into() }, true),
+        ("identity:handle", Check::Identity { attr: "*".into() }, false),
+        ("include:app.example.authFull", repo("app.example.post", RepoAction::Create), false),
+    ];
+    for (granted, check, expected) in cases {
+        assert_eq!(Granted::parse(granted).allows(&check), expected, "{granted} vs {check:?}");
+    }
+}
+
+#[test]
+fn needed_scopes_are_canonical() {
+    assert_eq!(repo("app.example.post", RepoAction::Create).needed(), "repo:app.example.post?action=create");
+    assert_eq!(
+        rpc("com.example.getThing", "did:web:api.example.com#svc").needed(),
+        "rpc:com.example.getThing?aud=did:web:api.example.com%23svc"
+    );
+    assert_eq!(Check::Blob { mime: "image/png".into() }.needed(), "blob:image/png");
+    assert_eq!(Check::Account { attr: "email".into(), manage: true }.needed(), "account:email?action=manage");
+    assert_eq!(Check::Account { attr: "email".into(), manage: false }.needed(), "account:email");
+    assert_eq!(Check::Identity { attr: "handle".into() }.needed(), "identity:handle");
+}
+
+#[test]
+fn sets_skip_invalid_pieces_and_never_match_textually() {
+    let g = Granted::parse("atproto  repo:%E0 repo?collection=b.b.b&collection=a.a.a rpc:x");
+    assert_eq!(g.scopes().len(), 2);
+    assert!(g.allows(&repo("a.a.a", RepoAction::Update)));
+    assert!(!g.allows(&repo("c.c.c", RepoAction::Update)));
+    // A request MIME must be concrete.
+    assert!(!Granted::parse("blob:*/*").allows(&Check::Blob { mime: "image/*".into() }));
+}
