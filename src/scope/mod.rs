@@ -81,7 +81,8 @@ impl Check {
             Check::Rpc { lxm, aud } => Scope::Rpc { lxm: vec![lxm.clone()], aud: aud.clone() }.canonical(),
             Check::Blob { mime } => Scope::Blob { accept: vec![mime.clone()] }.canonical(),
             Check::Account { attr, manage } => {
-                Scope::Account { attr: attr.clone(), manage: *manage, read: false }.canonical()
+                let action = if *manage { "manage" } else { "read" };
+                Scope::Account { attr: attr.clone(), actions: vec![action] }.canonical()
             }
             Check::Identity { attr } => Scope::Identity { attr: attr.clone() }.canonical(),
         }
@@ -112,12 +113,12 @@ impl Scope {
             }
             (Scope::Blob { accept }, Check::Blob { mime }) => {
                 parse::is_concrete_mime(mime)
-                    && accept.iter().any(|a| {
-                        a == "*/*" || a == mime || a.strip_suffix('*').is_some_and(|t| mime.starts_with(t))
-                    })
+                    && accept
+                        .iter()
+                        .any(|a| a == "*/*" || a == mime || a.strip_suffix('*').is_some_and(|t| mime.starts_with(t)))
             }
-            (Scope::Account { attr, manage, .. }, Check::Account { attr: wanted, manage: wants_manage }) => {
-                attr == wanted && (*manage || !wants_manage)
+            (Scope::Account { attr, actions }, Check::Account { attr: wanted, manage: wants_manage }) => {
+                attr == wanted && (actions.contains(&"manage") || !wants_manage)
             }
             (Scope::Identity { attr }, Check::Identity { attr: wanted }) => attr == "*" || attr == wanted,
             _ => false,

@@ -49,10 +49,9 @@ pub enum Scope {
     Account {
         /// `email`, `repo` or `status`.
         attr: String,
-        /// Whether `manage` (which implies `read`) is granted, besides `read`.
-        manage: bool,
-        /// Whether `read` was asked for explicitly (for the canonical form).
-        read: bool,
+        /// `read` and/or `manage` (which implies `read`), deduplicated, in the order written
+        /// (the reference keeps it in the canonical form); never empty.
+        actions: Vec<&'static str>,
     },
     /// `identity`.
     Identity {
@@ -162,13 +161,9 @@ impl Scope {
             }
             Scope::Rpc { lxm, aud } => render("rpc", "lxm", lxm, &[("aud", &[aud.as_str()])]),
             Scope::Blob { accept } => render("blob", "accept", accept, &[]),
-            Scope::Account { attr, manage, read } => {
-                let actions: Vec<&str> = match (read, manage) {
-                    (true, true) => vec!["read", "manage"],
-                    (_, true) => vec!["manage"],
-                    _ => Vec::new(),
-                };
-                render("account", "attr", std::slice::from_ref(attr), &[("action", &actions)])
+            Scope::Account { attr, actions } => {
+                let shown: &[&str] = if actions[..] == ["read"] { &[] } else { actions };
+                render("account", "attr", std::slice::from_ref(attr), &[("action", shown)])
             }
             Scope::Identity { attr } => render("identity", "attr", std::slice::from_ref(attr), &[]),
             Scope::Include { nsid, aud } => {
@@ -229,15 +224,21 @@ fn build(resource: &str, first: Vec<String>, second: Vec<String>) -> Option<Scop
             if !matches!(attr.as_str(), "email" | "repo" | "status") {
                 return None;
             }
-            let (mut read, mut manage) = (false, false);
+            let mut actions: Vec<&'static str> = Vec::new();
             for a in &second {
-                match a.as_str() {
-                    "read" => read = true,
-                    "manage" => manage = true,
+                let action = match a.as_str() {
+                    "read" => "read",
+                    "manage" => "manage",
                     _ => return None,
+                };
+                if !actions.contains(&action) {
+                    actions.push(action);
                 }
             }
-            Some(Scope::Account { attr, manage, read })
+            if actions.is_empty() {
+                actions.push("read");
+            }
+            Some(Scope::Account { attr, actions })
         }
         "identity" => {
             let attr = first.into_iter().next()?;
@@ -269,13 +270,23 @@ fn absorb(values: Vec<String>, wildcard: &str, valid: impl Fn(&str) -> bool) -> 
     Some(values)
 }
 
-/// An absolute atproto DID reference: `did:plc:…#frag` or `did:web:…#frag`, one `#`.
+/// An absolute atproto DID reference: `did:plc:…#frag` or `did:web:…#frag`, one `#`,
+/// the fragment made of RFC 3986 fragment characters. Like the reference
+/// (`isAtprotoAudience`), an empty fragment passes; it matches no service anyway.
 pub fn is_did_reference(s: &str) -> bool {
     let Some((did, frag)) = s.split_once('#') else { return false };
+    let fragment_char = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b);
     (did.starts_with("did:plc:") || did.starts_with("did:web:"))
         && crate::identity::is_did(did)
-        && !frag.is_empty()
-        && !frag.contains('#')
+        && frag.bytes().all(fragment_char)
+        && !fragment_has_bad_escape(frag)
+}
+
+/// A `%` not followed by two hex digits.
+fn fragment_has_bad_escape(frag: &str) -> bool {
+    let b = frag.as_bytes();
+    let hex = |i: usize| b.get(i).is_some_and(u8::is_ascii_hexdigit);
+    (0..b.len()).any(|i| b[i] == b'%' && !(hex(i + 1) && hex(i + 2)))
 }
 
 /// `*/*`, `type/*` or `type/subtype`: one `/`, both sides non-empty, no whitespace, `*`

@@ -15,7 +15,10 @@ fn table_8_7_parse_results() {
             "repo?collection=app.example.post&collection=app.example.profile",
         ),
         ("repo?collection=*&collection=app.example.post", "repo:*"),
-        ("repo:app.example.profile?action=delete&action=create", "repo:app.example.profile?action=create&action=delete"),
+        (
+            "repo:app.example.profile?action=delete&action=create",
+            "repo:app.example.profile?action=create&action=delete",
+        ),
         ("repo:%2A", "repo:*"),
         ("rpc?lxm=*&aud=did:web:api.example.com%23svc_appview", "rpc:*?aud=did:web:api.example.com%23svc_appview"),
         (
