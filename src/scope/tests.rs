@@ -149,3 +149,64 @@ fn sets_skip_invalid_pieces_and_never_match_textually() {
     // A request MIME must be concrete.
     assert!(!Granted::parse("blob:*/*").allows(&Check::Blob { mime: "image/*".into() }));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Scope-shaped strings: known prefixes, separators, NSIDs, DID references, MIME types
+    /// and escapes, in any combination.
+    fn scope_like() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("repo".to_owned()),
+            Just("rpc".to_owned()),
+            Just("blob".to_owned()),
+            Just("account".to_owned()),
+            Just("identity".to_owned()),
+            Just("include".to_owned()),
+            Just(":".to_owned()),
+            Just("?".to_owned()),
+            Just("&".to_owned()),
+            Just("=".to_owned()),
+            Just("collection".to_owned()),
+            Just("action".to_owned()),
+            Just("lxm".to_owned()),
+            Just("aud".to_owned()),
+            Just("accept".to_owned()),
+            Just("attr".to_owned()),
+            Just("app.example.post".to_owned()),
+            Just("*".to_owned()),
+            Just("did:web:api.example.com%23svc".to_owned()),
+            Just("image/png".to_owned()),
+            Just("image/*".to_owned()),
+            Just("create".to_owned()),
+            Just("manage".to_owned()),
+            Just("email".to_owned()),
+            Just("handle".to_owned()),
+            "%[0-9A-Fa-f]{0,2}",
+            "[a-z.#+/ ]{0,6}",
+        ];
+        prop::collection::vec(piece, 0..10).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_and_canonical_forms_are_stable(s in scope_like()) {
+            if let Some(scope) = Scope::parse(&s) {
+                let c = scope.canonical();
+                // Canonical forms that carry no literal `%` or query `+` parse back to the same scope.
+                let reparses = !c.replace("%23", "").contains('%')
+                    && !c.split_once('?').is_some_and(|(_, q)| q.contains('+'));
+                if reparses {
+                    prop_assert_eq!(Scope::parse(&c), Some(scope.clone()));
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(s in "\\PC{0,40}") {
+            let g = Granted::parse(&s);
+            let _ = g.allows(&Check::Blob { mime: "image/png".into() });
+        }
+    }
+}
