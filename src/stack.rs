@@ -11,7 +11,7 @@ use crate::body::Body;
 use crate::layers::{limits, metrics, request_id, trace};
 use crate::proxy::{self, headers};
 use crate::state::Shared;
-use crate::{auth, router};
+use crate::{auth, router, scope};
 
 /// The whole request pipeline as one service.
 pub type HttpService = BoxCloneService<Request<Body>, Response<Body>, Infallible>;
@@ -26,6 +26,7 @@ pub fn build(shared: &Arc<Shared>) -> HttpService {
         .map_request(headers::strip_identity) // spoofed x-atproto-* gone before anyone reads them
         .layer(router::layer(shared)) // inserts Arc<Route>       | 400 / 404 / 405
         .layer(auth::layer(shared)) // inserts Principal          | 401 / 503
+        .layer(scope::stage::layer(shared)) // route requirements  | 403 / 400
         .map_request(headers::inject_identity) // Principal -> upstream headers
         .service(proxy::Forward::new(shared));
     BoxCloneService::new(stack)

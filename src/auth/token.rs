@@ -26,6 +26,8 @@ pub struct VerifiedToken {
     pub client_id: Option<String>,
     /// `scope`, space separated.
     pub scope: String,
+    /// `scope`, parsed (once, when the token is verified; cached with it).
+    pub granted: crate::scope::Granted,
     /// `cnf.jkt`: the thumbprint of the key the token is bound to.
     pub jkt: Option<String>,
     /// `exp`, Unix seconds.
@@ -130,6 +132,7 @@ pub async fn verify_token(
         issuer: issuer.config.issuer.clone(),
         sub: sub.to_owned(),
         client_id,
+        granted: crate::scope::Granted::parse(&scope),
         scope,
         jkt,
         exp: exp as u64,

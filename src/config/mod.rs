@@ -8,6 +8,7 @@
 mod auth;
 mod error;
 mod raw;
+mod require;
 mod service;
 pub mod units;
 mod validate;
@@ -220,6 +221,54 @@ pub enum Lxm {
     Fixed(String),
 }
 
+/// Where a required value comes from: the request, or fixed in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source<T> {
+    /// Derived from the request (the XRPC method, its JSON body, `Content-Type`).
+    Request,
+    /// This value.
+    Fixed(T),
+}
+
+/// One permission a route requires (`routes[i].require`); all must pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// `rpc`: call `lxm` at `aud` (`None` = atgate's own `did#service_id`).
+    Rpc {
+        /// The method.
+        lxm: Lxm,
+        /// The service reference; `None` for `self`.
+        aud: Option<String>,
+    },
+    /// `repo`: write into a collection; from the request means from the XRPC write call
+    /// (`createRecord`, `putRecord`, `deleteRecord`, `applyWrites`) and its JSON body.
+    Repo {
+        /// The collection.
+        collection: Source<String>,
+        /// The action.
+        action: Source<crate::scope::RepoAction>,
+    },
+    /// `blob`: upload this MIME type (from `Content-Type`, or fixed).
+    Blob {
+        /// The MIME type.
+        mime: Source<String>,
+    },
+    /// `account`.
+    Account {
+        /// `email`, `repo` or `status`.
+        attr: String,
+        /// `manage` rather than `read`.
+        manage: bool,
+    },
+    /// `identity`.
+    Identity {
+        /// `handle` or `*`.
+        attr: String,
+    },
+    /// A plain scope string the principal's scopes must cover.
+    Scope(crate::scope::Scope),
+}
+
 /// Who may use a route, by DID and, for service auth, by PDS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PrincipalPolicy {
@@ -312,6 +361,13 @@ pub struct ServiceAuthConfig {
     pub iat_skew: Duration,
     /// Verification method ids a `kid` header may name. Default `[atproto]`.
     pub key_ids: Vec<String>,
+}
+
+impl ServiceAuthConfig {
+    /// atgate's service reference `<did>#<service_id>`, when a service DID is configured.
+    pub fn audience(&self) -> Option<String> {
+        self.did.as_ref().map(|did| format!("{did}#{}", self.service_id))
+    }
 }
 
 impl Default for ServiceAuthConfig {
@@ -493,6 +549,8 @@ pub struct RouteConfig {
     pub inject_handle: bool,
     /// Who may use the route.
     pub policy: PrincipalPolicy,
+    /// Permissions every request needs.
+    pub require: Vec<Requirement>,
     /// Path change before forwarding.
     pub rewrite: Option<Rewrite>,
 }

@@ -264,6 +264,7 @@ pub(super) struct RawRoute {
     #[serde(default)]
     pub(super) deny_dids: Vec<Spanned<String>>,
     pub(super) allow_pds: Option<Vec<Spanned<String>>>,
+    pub(super) require: Option<Spanned<RawRequire>>,
     #[serde(default)]
     pub(super) forward_credentials: bool,
     pub(super) strip_prefix: Option<Spanned<String>>,
@@ -277,4 +278,56 @@ pub(super) struct RawMatch {
     pub(super) host: Option<Spanned<String>>,
     pub(super) path: Spanned<String>,
     pub(super) methods: Option<Vec<Spanned<String>>>,
+}
+
+/// `routes[i].require:`, the permissions a request needs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRequire {
+    pub(super) rpc: Option<Spanned<RawRpcRequire>>,
+    pub(super) repo: Option<Spanned<RawRepoRequire>>,
+    pub(super) blob: Option<Spanned<RawBlobRequire>>,
+    pub(super) account: Option<Spanned<RawAccountRequire>>,
+    pub(super) identity: Option<Spanned<RawIdentityRequire>>,
+    pub(super) include: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) scopes: Vec<Spanned<String>>,
+}
+
+/// `require.rpc`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRpcRequire {
+    pub(super) lxm: Option<Spanned<String>>,
+    pub(super) aud: Option<Spanned<String>>,
+}
+
+/// `require.repo`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRepoRequire {
+    pub(super) collection: Option<Spanned<String>>,
+    pub(super) action: Option<Spanned<String>>,
+}
+
+/// `require.blob`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBlobRequire {
+    pub(super) mime: Option<Spanned<String>>,
+}
+
+/// `require.account`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccountRequire {
+    pub(super) attr: Spanned<String>,
+    pub(super) action: Option<Spanned<String>>,
+}
+
+/// `require.identity`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentityRequire {
+    pub(super) attr: Spanned<String>,
 }

@@ -8,8 +8,8 @@ use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::raw::{RawConfig, RawLimits, RawRoute, RawUpstream};
 use super::{
-    AuthMethods, Config, ConfigError, ConfigErrors, FileRef, Limits, LogConfig, Place, Rewrite, RouteConfig, TlsFiles,
-    UpstreamConfig,
+    AuthMethods, Config, ConfigError, ConfigErrors, FileRef, Limits, LogConfig, Place, Requirement, Rewrite,
+    RouteConfig, TlsFiles, UpstreamConfig,
 };
 use crate::router::pattern::{HostPattern, MatchKey, PathPattern};
 
@@ -256,6 +256,14 @@ impl Validator<'_> {
                 ),
             );
         }
+        let needs_self = |r: &RouteConfig| r.require.iter().any(|q| matches!(q, Requirement::Rpc { aud: None, .. }));
+        if !service_did_written && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| needs_self(r)) {
+            self.error(
+                places[i].0,
+                format!("routes[{}].require.rpc.aud", places[i].1),
+                format!("route {:?} requires rpc aud self, which needs service_auth.did", r.name),
+            );
+        }
         if service_auth.serve_did_document
             && public_url.is_none()
             && let Some(serve) = raw.service_auth.as_ref().and_then(|s| s.serve_did_document.as_ref())
@@ -425,6 +433,7 @@ impl Validator<'_> {
             Some(h) => h.value,
             None => false,
         };
+        let require = self.require(raw.require.as_ref(), field, kinds, &lxm);
         let path = path?;
         let rewrite = self.rewrite(raw, field, &path);
         Some(RouteConfig {
@@ -437,6 +446,7 @@ impl Validator<'_> {
             allow_token_reuse,
             inject_handle,
             policy,
+            require,
             rewrite: rewrite.ok()?,
         })
     }

@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use tower::{Layer, Service};
 
 use crate::body::{Body, HttpFuture};
-use crate::config::{AuthMethods, IdentityHeaders, Lxm, PrincipalPolicy, Rewrite, RouteConfig};
+use crate::config::{AuthMethods, IdentityHeaders, Lxm, PrincipalPolicy, Requirement, Rewrite, RouteConfig};
 use crate::proxy::Upstream;
 use crate::respond::{Reject, reject};
 use crate::state::Shared;
@@ -41,6 +41,8 @@ pub struct Route {
     pub inject_handle: bool,
     /// Who may use the route.
     pub policy: PrincipalPolicy,
+    /// Permissions every request needs.
+    pub require: Vec<Requirement>,
     /// Whether `Authorization` and `DPoP` reach the upstream.
     pub forward_credentials: bool,
     /// Path change before forwarding.
@@ -61,6 +63,7 @@ impl Route {
             allow_token_reuse: config.allow_token_reuse,
             inject_handle: config.inject_handle,
             policy: config.policy.clone(),
+            require: config.require.clone(),
             forward_credentials: config.forward_credentials,
             rewrite: config.rewrite.clone(),
             identity,

@@ -2,6 +2,7 @@
 //! and matching a request against a granted scope set with the transitional overrides.
 
 pub mod parse;
+pub mod stage;
 
 pub use parse::{CREATE, DELETE, Scope, UPDATE};
 
@@ -147,6 +148,61 @@ impl Granted {
     /// `ScopePermissionsTransition`).
     pub fn allows(&self, check: &Check) -> bool {
         self.scopes.iter().any(|s| s.allows(check) || transition_allows(s, check))
+    }
+}
+
+impl Granted {
+    /// Whether the set grants everything `required` grants (route rules written as scope
+    /// strings). Coverage may come from several granted scopes together.
+    pub fn covers(&self, required: &Scope) -> bool {
+        let any = |f: &dyn Fn(&Scope) -> bool| self.scopes.iter().any(f);
+        let generic = any(&|s| *s == Scope::TransitionGeneric);
+        match required {
+            Scope::Atproto | Scope::TransitionGeneric | Scope::TransitionChat | Scope::TransitionEmail => {
+                any(&|s| s == required)
+            }
+            Scope::Repo { collections, actions } => {
+                generic
+                    || collections.iter().all(|c| {
+                        any(&|s| match s {
+                            Scope::Repo { collections: g, actions: ga } => {
+                                ga & actions == *actions && (g.iter().any(|x| x == "*") || (c != "*" && g.contains(c)))
+                            }
+                            _ => false,
+                        })
+                    })
+            }
+            Scope::Rpc { lxm, aud } => lxm.iter().all(|l| {
+                (generic && (l == "*" || !l.starts_with("chat.bsky.")))
+                    || any(&|s| match s {
+                        Scope::TransitionChat => l.starts_with("chat.bsky."),
+                        Scope::Rpc { lxm: g, aud: ga } => {
+                            (ga == "*" || (aud != "*" && ga == aud))
+                                && (g.iter().any(|x| x == "*") || (l != "*" && g.contains(l)))
+                        }
+                        _ => false,
+                    })
+            }),
+            Scope::Blob { accept } => {
+                generic
+                    || accept.iter().all(|p| {
+                        any(&|s| match s {
+                            Scope::Blob { accept: g } => g.iter().any(|a| {
+                                a == "*/*"
+                                    || a == p
+                                    || (a.ends_with("/*") && p != "*/*" && p.starts_with(&a[..a.len() - 1]))
+                            }),
+                            _ => false,
+                        })
+                    })
+            }
+            Scope::Account { attr, actions } => actions.iter().all(|action| {
+                let manage = *action == "manage";
+                self.allows(&Check::Account { attr: attr.clone(), manage })
+            }),
+            Scope::Identity { attr } => self.allows(&Check::Identity { attr: attr.clone() }),
+            Scope::Include { .. } => false,
+        }
     }
 }
 
