@@ -177,7 +177,7 @@ impl Scope {
 fn build(resource: &str, first: Vec<String>, second: Vec<String>) -> Option<Scope> {
     match resource {
         "repo" => {
-            let collections = absorb(first, "*", |c| is_nsid(c))?;
+            let collections = absorb(first, "*", is_nsid)?;
             let mut actions = 0;
             for a in &second {
                 actions |= match a.as_str() {
@@ -190,7 +190,7 @@ fn build(resource: &str, first: Vec<String>, second: Vec<String>) -> Option<Scop
             Some(Scope::Repo { collections, actions: if second.is_empty() { ALL_REPO_ACTIONS } else { actions } })
         }
         "rpc" => {
-            let lxm = absorb(first, "*", |l| is_nsid(l))?;
+            let lxm = absorb(first, "*", is_nsid)?;
             let aud = second.into_iter().next()?;
             if !(aud == "*" || is_did_reference(&aud)) || (aud == "*" && lxm == ["*"]) {
                 return None;
