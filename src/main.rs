@@ -56,11 +56,30 @@ enum Command {
         #[arg(short, long)]
         include: bool,
     },
+    /// Scope tools.
+    #[command(subcommand)]
+    Scope(ScopeCommand),
     /// Run the gateway on an embedded config in front of a built-in echo upstream.
     Demo {
         /// Make one request through the gateway, print it, and exit 0 only if it worked.
         #[arg(long)]
         once: bool,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum ScopeCommand {
+    /// Show how each granted scope parses and why each check passes or fails; exits 1 if
+    /// any check is denied.
+    Explain {
+        /// The granted scopes (a token's `scope` claim, space separated).
+        #[arg(long)]
+        granted: String,
+        /// A check, e.g. "repo app.example.post create", "rpc com.example.getThing
+        /// did:web:api.example.com#svc", "blob image/png", "account email manage",
+        /// "identity handle" (repeatable).
+        #[arg(long)]
+        check: Vec<String>,
     },
 }
 
@@ -119,6 +138,21 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+        Command::Scope(ScopeCommand::Explain { granted, check }) => {
+            let mut checks = Vec::new();
+            for c in &check {
+                match atgate::tools::explain::parse_check(c) {
+                    Ok(c) => checks.push(c),
+                    Err(e) => {
+                        eprintln!("atgate scope explain: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let (text, all) = atgate::tools::explain::explain(&granted, &checks);
+            print!("{text}");
+            if all { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Command::Keygen => {
             let key = atgate::jose::sign::SigningKey::generate();

@@ -144,6 +144,11 @@ impl Granted {
         &self.scopes
     }
 
+    /// A set of one scope.
+    pub fn single(scope: &Scope) -> Granted {
+        Granted { scopes: vec![scope.clone()] }
+    }
+
     /// Whether the set allows `check`, with the transitional scopes of §8.3 (the PDS's
     /// `ScopePermissionsTransition`).
     pub fn allows(&self, check: &Check) -> bool {
