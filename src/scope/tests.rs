@@ -210,3 +210,64 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn coverage_of_required_scope_strings() {
+    let g = Granted::parse(
+        "atproto repo:a.a.a repo:b.b.b?action=create rpc:x.x.x?aud=did:web:s.example.com%23a rpc:y.y.y?aud=* \
+         blob:image/* blob:video/mp4 account:email?action=manage identity:handle",
+    );
+    let covers = |s: &str| g.covers(&Scope::parse(s).unwrap());
+    assert!(covers("atproto"));
+    assert!(!covers("transition:generic"));
+    assert!(covers("repo?collection=a.a.a&collection=b.b.b&action=create"));
+    assert!(!covers("repo?collection=a.a.a&collection=b.b.b&action=update"));
+    assert!(!covers("repo:*"));
+    assert!(covers("rpc?lxm=x.x.x&lxm=y.y.y&aud=did:web:s.example.com%23a"));
+    assert!(!covers("rpc:x.x.x?aud=*"));
+    assert!(!covers("rpc:x.x.x?aud=did:web:s.example.com%23b"));
+    assert!(covers("blob?accept=image/png&accept=image/*&accept=video/mp4"));
+    assert!(!covers("blob:*/*"));
+    assert!(!covers("blob:video/*"));
+    assert!(covers("account:email?action=manage") && covers("account:email"));
+    assert!(!covers("account:repo"));
+    assert!(covers("identity:handle") && !covers("identity:*"));
+    assert!(!covers("include:app.example.authFull"));
+    let generic = Granted::parse("transition:generic");
+    assert!(generic.covers(&Scope::parse("repo:*").unwrap()));
+    assert!(generic.covers(&Scope::parse("blob:*/*").unwrap()));
+    assert!(!generic.covers(&Scope::parse("rpc:chat.bsky.convo.getLog?aud=*").unwrap()));
+}
+
+#[test]
+fn repo_writes_from_xrpc_calls() {
+    use serde_json::json;
+    use stage::repo_writes;
+    let body = json!({"collection": "app.example.post"});
+    assert_eq!(
+        repo_writes("com.atproto.repo.createRecord", &body).unwrap(),
+        vec![("app.example.post".to_owned(), RepoAction::Create)]
+    );
+    assert_eq!(
+        repo_writes("com.atproto.repo.putRecord", &body).unwrap(),
+        vec![("app.example.post".to_owned(), RepoAction::Create), ("app.example.post".to_owned(), RepoAction::Update)]
+    );
+    assert_eq!(repo_writes("com.atproto.repo.deleteRecord", &body).unwrap()[0].1, RepoAction::Delete);
+    assert!(repo_writes("com.atproto.repo.createRecord", &json!({"collection": "not an nsid"})).is_err());
+    assert!(repo_writes("com.atproto.repo.createRecord", &json!([])).is_err());
+    assert!(repo_writes("com.atproto.repo.getRecord", &body).is_err());
+    let writes = json!({"writes": [{"$type": "com.atproto.repo.applyWrites#update", "collection": "a.b.c"}, {"$type": "x"}]});
+    assert!(repo_writes("com.atproto.repo.applyWrites", &writes).is_err());
+}
+
+#[test]
+fn content_types() {
+    let mut h = http::HeaderMap::new();
+    assert_eq!(stage::content_type(&h), None);
+    h.insert("content-type", "Image/PNG ; charset=binary".parse().unwrap());
+    assert_eq!(stage::content_type(&h).as_deref(), Some("image/png"));
+    h.insert("content-type", "image/*".parse().unwrap());
+    assert_eq!(stage::content_type(&h), None);
+    h.insert("content-type", "garbage".parse().unwrap());
+    assert_eq!(stage::content_type(&h), None);
+}
