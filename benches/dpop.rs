@@ -43,6 +43,7 @@ fn fixture() -> Fixture {
         clock_skew: Duration::ZERO,
         jwks_refresh: Duration::from_secs(300),
         max_stale: Duration::from_secs(3600),
+        expand_include: false,
     };
     let state = DpopState {
         nonces: Nonces::new(&[7; 32], Duration::from_secs(60)),

@@ -81,6 +81,17 @@ enum ScopeCommand {
         #[arg(long)]
         check: Vec<String>,
     },
+    /// Print what `include:NSID[?aud=...]` grants, from a directory of pinned lexicons.
+    Resolve {
+        /// The permission set's NSID.
+        nsid: String,
+        /// The audience its rpc permissions inherit (`did:web:api.example.com#svc`).
+        #[arg(long)]
+        aud: Option<String>,
+        /// The directory of pinned permission-set lexicons (`permission_sets.pinned_dir`).
+        #[arg(long)]
+        pinned_dir: PathBuf,
+    },
 }
 
 fn init_logs(log: &LogConfig) {
@@ -153,6 +164,18 @@ fn main() -> ExitCode {
             let (text, all) = atgate::tools::explain::explain(&granted, &checks);
             print!("{text}");
             if all { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Command::Scope(ScopeCommand::Resolve { nsid, aud, pinned_dir }) => {
+            match atgate::tools::explain::resolve(&nsid, aud.as_deref(), &pinned_dir) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("atgate scope resolve: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Keygen => {
             let key = atgate::jose::sign::SigningKey::generate();

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::net::Outbound;
 use crate::proxy::Upstream;
 use crate::router::{Route, RouteTable};
+use crate::scope::permission_set::PermissionSets;
 
 /// Everything compiled from one config: swapped whole, read once per request.
 #[derive(Debug)]
@@ -37,6 +38,35 @@ pub struct Runtime {
     pub service: Option<ServiceVerifier>,
     /// atgate's service DID document, when it serves one.
     pub did_document: Option<bytes::Bytes>,
+    /// Pinned permission sets (`permission_sets.pinned_dir`).
+    pub permission_sets: Arc<PermissionSets>,
+}
+
+/// Reads the pinned permission sets; every set a route requires must be among them
+/// (resolving sets over the network is not built yet, so a missing one could only fail).
+fn load_permission_sets(config: &Config) -> Result<PermissionSets, ConfigErrors> {
+    let sets = match &config.permission_sets {
+        Some(dir) => PermissionSets::load_dir(&dir.path).map_err(|e| ConfigErrors(vec![dir.error(e)]))?,
+        None => PermissionSets::default(),
+    };
+    let mut errors = Vec::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        for r in &route.require {
+            if let crate::config::Requirement::Include { nsid, .. } = r
+                && sets.get(nsid).is_none()
+            {
+                errors.push(ConfigError {
+                    origin: String::new(),
+                    place: Default::default(),
+                    field: format!("routes[{i}].require.include"),
+                    message: format!(
+                        "permission set {nsid} is not pinned: put its lexicon JSON in permission_sets.pinned_dir (network resolution of sets is not supported yet)"
+                    ),
+                });
+            }
+        }
+    }
+    if errors.is_empty() { Ok(sets) } else { Err(ConfigErrors(errors)) }
 }
 
 /// The DID document of atgate's `did:web` service identity: the service entry PDSes
@@ -125,9 +155,11 @@ impl Runtime {
             return Err(ConfigErrors(errors));
         }
         let outbound = Outbound::new(config.outbound.clone());
+        let permission_sets = Arc::new(load_permission_sets(&config)?);
         let dpop = if config.routes.iter().any(|r| r.auth.dpop) {
-            let built =
-                Issuers::new(&config.issuers, &outbound).and_then(|issuers| DpopState::build(&config.dpop, issuers));
+            let built = Issuers::new(&config.issuers, &outbound)
+                .map(|issuers| issuers.with_permission_sets(permission_sets.clone()))
+                .and_then(|issuers| DpopState::build(&config.dpop, issuers));
             match built {
                 Ok(d) => Some(d),
                 Err(e) => return Err(ConfigErrors(vec![e])),
@@ -157,6 +189,7 @@ impl Runtime {
             resolver,
             service,
             did_document: service_did_document(&config),
+            permission_sets,
             config: Arc::new(config),
         })
     }

@@ -152,3 +152,84 @@ async fn blobs_rpc_and_account_requirements() {
     // Plain scope strings: account:email is held, repo create on posts is covered by repo:app.example.post.
     assert_eq!(s.call(Method::GET, "/account/read", "text/plain", b"").await.status, StatusCode::OK);
 }
+
+/// A gateway whose `/sets/` route requires the pinned `app.example.authBasic` set; the
+/// issuer expands `include:` scopes when `expand` is on.
+async fn setup_sets(expand: bool) -> Setup {
+    let up = echo_upstream().await;
+    let issuer = DevIssuer::spawn(loopback()).await.unwrap();
+    let pinned = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/permission_sets");
+    let top = format!(
+        "trusted_proxies: [127.0.0.1]
+outbound: {{ allow_private_addresses: true, allow_http: true }}
+permission_sets: {{ pinned_dir: \"{pinned}\" }}
+issuers:
+  - {{ issuer: \"{}\", discovery: true, audiences: [{AUD}], expand_include: {expand} }}
+",
+        issuer.issuer()
+    );
+    let routes = "  - name: sets
+    match: { path: /sets/ }
+    upstream: up
+    auth: dpop
+    require: { include: \"app.example.authBasic?aud=did:web:gateway.test%23svc\" }
+";
+    let gw = Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap();
+    Setup { gw, issuer, signer: DpopSigner { key: SigningKey::generate() } }
+}
+
+impl Setup {
+    async fn get_with_scope(&self, path: &str, scope: &str) -> CurlResponse {
+        let token = self.issuer.mint(DID, &self.signer.key.thumbprint(), scope, AUD, Duration::from_secs(600));
+        let req = CurlRequest {
+            method: Method::GET,
+            url: format!("http://{}{path}", self.gw.addrs()[0]),
+            token,
+            signer: DpopSigner { key: SigningKey::from_jwk(&self.signer.key.private_jwk()).unwrap() },
+            body: None,
+            headers: Vec::new(),
+        };
+        curl(&req).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn permission_set_requirements_and_expansion() {
+    let s = setup_sets(true).await;
+    // The expanded set covers the requirement.
+    let res = s.get_with_scope("/sets/x", "atproto include:app.example.authBasic?aud=did:web:gateway.test%23svc").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    // Granular scopes that cover every permission of the set work too.
+    let granular = "atproto repo:app.example.post repo:app.example.like?action=delete \
+        rpc:app.example.getFeed?aud=did:web:gateway.test%23svc rpc:app.example.getFeedSkeleton?aud=*";
+    assert_eq!(s.get_with_scope("/sets/x", granular).await.status, StatusCode::OK);
+    // One permission short: 403 naming it.
+    refused(&s.get_with_scope("/sets/x", "atproto repo:app.example.post").await, "repo:app.example.like?action=delete");
+    // Expanded for another audience: the rpc permission does not cover ours.
+    let other = "atproto include:app.example.authBasic?aud=did:web:other.test%23svc";
+    refused(&s.get_with_scope("/sets/x", other).await, "rpc:app.example.getFeed?aud=did:web:gateway.test%23svc");
+
+    // An issuer that does not expand: an unexpanded include grants nothing.
+    let plain = setup_sets(false).await;
+    let res =
+        plain.get_with_scope("/sets/x", "atproto include:app.example.authBasic?aud=did:web:gateway.test%23svc").await;
+    refused(&res, "repo:app.example.post");
+}
+
+#[tokio::test]
+async fn a_required_set_that_is_not_pinned_is_a_config_error() {
+    let up = echo_upstream().await;
+    let text = format!(
+        "listen: 127.0.0.1:0
+admin_listen: \"off\"
+public_url: https://gw.test
+issuers: [{{ issuer: \"https://as.test\", jwks_uri: \"https://as.test/jwks\" }}]
+upstreams: {{ up: {{ url: \"http://{up}\" }} }}
+routes:
+  - {{ name: r, match: {{ path: / }}, upstream: up, auth: dpop, require: {{ include: app.example.unknownSet }} }}
+"
+    );
+    let config = atgate::config::Config::parse(&text, "t.yaml").unwrap();
+    let err = Gateway::start(config).await.err().expect("start refuses").to_string();
+    assert!(err.contains("permission set app.example.unknownSet is not pinned"), "{err}");
+}

@@ -160,3 +160,25 @@ async fn curl_makes_a_dpop_request_with_the_nonce_retry() {
     assert!(stdout.contains("dpop-nonce: "), "{stdout}");
     assert!(stdout.contains(r#""x-atproto-did":"did:plc:ewvi7nxzyoun6zhxrhs64oiz""#), "{stdout}");
 }
+
+#[test]
+fn scope_explain_and_resolve() {
+    let out = atgate()
+        .args(["scope", "explain", "--granted", "atproto repo:app.example.post repo:%E0"])
+        .args(["--check", "repo app.example.post create", "--check", "blob video/mp4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("repo app.example.post create: allowed by repo:app.example.post"), "{stdout}");
+    assert!(stdout.contains("blob video/mp4: denied; needs blob:video/mp4"), "{stdout}");
+    let out = atgate()
+        .args(["scope", "resolve", "app.example.authBasic", "--pinned-dir", "tests/fixtures/permission_sets"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("repo:app.example.like?action=delete\nrpc:app.example.getFeedSkeleton?aud=*"), "{stdout}");
+    let out = atgate().args(["scope", "explain", "--granted", "x", "--check", "nonsense"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -261,13 +261,20 @@ pub fn parse_jwks(jwks: &Value, algs: &[String]) -> Vec<VerifyKey> {
 #[derive(Debug, Default)]
 pub struct Issuers {
     list: Vec<Arc<Issuer>>,
+    /// Permission sets for issuers with `expand_include`.
+    pub sets: Arc<crate::scope::permission_set::PermissionSets>,
 }
 
 impl Issuers {
     /// Builds every issuer (static keys load now).
     pub fn new(configs: &[IssuerConfig], net: &Outbound) -> Result<Issuers, ConfigError> {
         let list = configs.iter().map(|c| Issuer::new(c.clone(), net)).collect::<Result<_, _>>()?;
-        Ok(Issuers { list })
+        Ok(Issuers { list, sets: Default::default() })
+    }
+
+    /// Uses these permission sets to expand `include:` scopes of `expand_include` issuers.
+    pub fn with_permission_sets(self, sets: Arc<crate::scope::permission_set::PermissionSets>) -> Issuers {
+        Issuers { sets, ..self }
     }
 
     /// The issuer with this exact `iss`.

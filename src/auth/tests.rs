@@ -37,6 +37,7 @@ fn state(audience: &str) -> DpopState {
         clock_skew: Duration::ZERO,
         jwks_refresh: Duration::from_secs(300),
         max_stale: Duration::from_secs(86_400),
+        expand_include: false,
     };
     let net = Outbound::new(Default::default());
     let secret: [u8; 32] = std::array::from_fn(|i| i as u8);
@@ -344,6 +345,7 @@ async fn hs256_and_es256k_issuers() {
         clock_skew: Duration::ZERO,
         jwks_refresh: Duration::from_secs(300),
         max_stale: Duration::from_secs(3600),
+        expand_include: false,
     };
     let configs = [
         issuer("https://pds.test", KeySource::Hs256(SecretRef::File(file)), &["HS256"]),

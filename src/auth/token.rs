@@ -132,7 +132,13 @@ pub async fn verify_token(
         issuer: issuer.config.issuer.clone(),
         sub: sub.to_owned(),
         client_id,
-        granted: crate::scope::Granted::parse(&scope),
+        granted: {
+            let mut granted = crate::scope::Granted::parse(&scope);
+            if issuer.config.expand_include {
+                granted.expand_includes(&issuers.sets);
+            }
+            granted
+        },
         scope,
         jkt,
         exp: exp as u64,

@@ -170,6 +170,7 @@ impl Validator<'_> {
             clock_skew: self.duration_or_zero(&raw.clock_skew, &format!("{field}.clock_skew"), Duration::ZERO),
             jwks_refresh: self.duration(&raw.jwks_refresh, &format!("{field}.jwks_refresh"), Duration::from_secs(300)),
             max_stale: self.duration(&raw.max_stale, &format!("{field}.max_stale"), Duration::from_secs(86_400)),
+            expand_include: raw.expand_include,
         })
     }
 

@@ -62,6 +62,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Service-auth rules and atgate's service identity.
     pub service_auth: ServiceAuthConfig,
+    /// A directory of pinned permission-set lexicons (`*.json`), read at start.
+    pub permission_sets: Option<FileRef>,
 }
 
 /// Names of the identity headers sent upstream. Each must start with `x-atproto-` or
@@ -267,6 +269,13 @@ pub enum Requirement {
     },
     /// A plain scope string the principal's scopes must cover.
     Scope(crate::scope::Scope),
+    /// `include:NSID[?aud=]`: every permission the set grants.
+    Include {
+        /// The set.
+        nsid: String,
+        /// The audience its rpc permissions inherit.
+        aud: Option<String>,
+    },
 }
 
 /// Who may use a route, by DID and, for service auth, by PDS.
@@ -487,6 +496,9 @@ pub struct IssuerConfig {
     pub jwks_refresh: Duration,
     /// How long fetched keys keep serving while the issuer is unreachable. Default 24h.
     pub max_stale: Duration,
+    /// Expand `include:` scopes in this issuer's tokens with the pinned permission sets
+    /// (for issuers that leave them unexpanded). Default false: `include:` grants nothing.
+    pub expand_include: bool,
 }
 
 /// `outbound:`: the client that fetches JWKS and metadata.

@@ -95,6 +95,14 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) identity: RawIdentity,
     pub(super) service_auth: Option<RawServiceAuth>,
+    pub(super) permission_sets: Option<RawPermissionSets>,
+}
+
+/// `permission_sets:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPermissionSets {
+    pub(super) pinned_dir: Spanned<String>,
 }
 
 /// `identity:`, DID and handle resolution.
@@ -176,6 +184,8 @@ pub(super) struct RawIssuer {
     pub(super) clock_skew: Option<Spanned<String>>,
     pub(super) jwks_refresh: Option<Spanned<String>>,
     pub(super) max_stale: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) expand_include: bool,
 }
 
 /// `issuers[i].public_key:`, one key written as a JWK or as SEC1 hex.

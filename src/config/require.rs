@@ -147,16 +147,20 @@ impl Validator<'_> {
             }
         }
         if let Some(include) = &raw.include {
-            self.error(
-                Place::of(include),
-                format!("{field}.include"),
-                "permission-set requirements (include:) are not supported yet; list the scopes the set grants under require.scopes",
-            );
+            service_only(self, Place::of(include), "include");
+            let parsed = self.check(include, format!("{field}.include"), |text| {
+                let written = if text.starts_with("include:") { text.clone() } else { format!("include:{text}") };
+                match Scope::parse(&written) {
+                    Some(Scope::Include { nsid, aud }) => Ok(Requirement::Include { nsid, aud }),
+                    _ => Err(format!("invalid permission set {text:?} (expected NSID or NSID?aud=did:web:...%23svc)")),
+                }
+            });
+            out.extend(parsed);
         }
         for (i, s) in raw.scopes.iter().enumerate() {
             service_only(self, Place::of(s), "scopes");
             let parsed = self.check(s, format!("{field}.scopes[{i}]"), |text| match Scope::parse(text) {
-                Some(Scope::Include { .. }) => Err("include: scopes are not supported here yet".to_owned()),
+                Some(Scope::Include { .. }) => Err("write permission sets as require.include".to_owned()),
                 Some(scope) => Ok(scope),
                 None => Err(format!("invalid scope {text:?}")),
             });

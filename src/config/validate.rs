@@ -315,6 +315,10 @@ impl Validator<'_> {
             identity_headers,
             identity,
             service_auth,
+            permission_sets: raw
+                .permission_sets
+                .as_ref()
+                .map(|p| self.file(&p.pinned_dir, "permission_sets.pinned_dir")),
         }
     }
 

@@ -2,6 +2,7 @@
 //! and matching a request against a granted scope set with the transitional overrides.
 
 pub mod parse;
+pub mod permission_set;
 pub mod stage;
 
 pub use parse::{CREATE, DELETE, Scope, UPDATE};
@@ -142,6 +143,23 @@ impl Granted {
     /// The valid scopes.
     pub fn scopes(&self) -> &[Scope] {
         &self.scopes
+    }
+
+    /// Adds what each `include:` scope grants, from `sets` (§9.3); an unknown set grants
+    /// nothing (logged).
+    pub fn expand_includes(&mut self, sets: &permission_set::PermissionSets) {
+        let mut added = Vec::new();
+        for scope in &self.scopes {
+            if let Scope::Include { nsid, aud } = scope {
+                match sets.get(nsid) {
+                    Some(set) => added.extend(set.expand(aud.as_deref())),
+                    None => {
+                        tracing::warn!(set = %nsid, "token names a permission set that is not pinned; it grants nothing")
+                    }
+                }
+            }
+        }
+        self.scopes.extend(added);
     }
 
     /// A set of one scope.

@@ -174,7 +174,7 @@ impl Scope {
     }
 }
 
-fn build(resource: &str, first: Vec<String>, second: Vec<String>) -> Option<Scope> {
+pub(crate) fn build(resource: &str, first: Vec<String>, second: Vec<String>) -> Option<Scope> {
     match resource {
         "repo" => {
             let collections = absorb(first, "*", is_nsid)?;

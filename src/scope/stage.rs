@@ -13,6 +13,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::{Layer, Service};
 
+use super::permission_set::PermissionSets;
 use super::{Check, Granted, RepoAction};
 use crate::auth::{DPOP_ALGS, Principal};
 use crate::body::{self, Body, HttpFuture};
@@ -39,6 +40,9 @@ pub enum ScopeError {
     /// The body that had to be read is larger than `limits.max_body`.
     #[error("request body too large")]
     TooLarge,
+    /// A required permission set is not available (fail closed).
+    #[error("permission set unavailable")]
+    SetUnavailable,
 }
 
 impl Reject for ScopeError {
@@ -47,6 +51,7 @@ impl Reject for ScopeError {
             ScopeError::Insufficient { .. } => StatusCode::FORBIDDEN,
             ScopeError::Underivable(_) => StatusCode::BAD_REQUEST,
             ScopeError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ScopeError::SetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
     fn error_name(&self) -> &'static str {
@@ -54,6 +59,7 @@ impl Reject for ScopeError {
             ScopeError::Insufficient { .. } => "InsufficientScope",
             ScopeError::Underivable(_) => "InvalidRequest",
             ScopeError::TooLarge => "PayloadTooLarge",
+            ScopeError::SetUnavailable => "TemporarilyUnavailable",
         }
     }
     fn message(&self) -> String {
@@ -70,10 +76,12 @@ impl Reject for ScopeError {
                 "blob" => "scope_blob",
                 "account" => "scope_account",
                 "identity" => "scope_identity",
+                "include" => "scope_include",
                 _ => "scope_other",
             },
             ScopeError::Underivable(_) => "scope_underivable",
             ScopeError::TooLarge => "body_too_large",
+            ScopeError::SetUnavailable => "permission_set_unavailable",
         }
     }
     fn headers(&self, headers: &mut HeaderMap) {
@@ -141,6 +149,7 @@ pub fn content_type(headers: &HeaderMap) -> Option<String> {
 async fn authorize(
     route: &Route,
     granted: &Granted,
+    sets: &PermissionSets,
     service: Option<&str>,
     max_body: usize,
     req: &mut Request<Body>,
@@ -198,6 +207,14 @@ async fn authorize(
                         .ok_or(ScopeError::Underivable("a blob upload needs a Content-Type like image/png"))?,
                 };
                 vec![Check::Blob { mime }]
+            }
+            Requirement::Include { nsid, aud } => {
+                // Every permission the set grants; a set atgate cannot read fails closed.
+                let set = sets.get(nsid).ok_or(ScopeError::SetUnavailable)?;
+                if let Some(missing) = set.expand(aud.as_deref()).into_iter().find(|s| !granted.covers(s)) {
+                    return Err(ScopeError::Insufficient { needed: missing.canonical(), resource: "include" });
+                }
+                continue;
             }
             Requirement::Account { attr, manage } => vec![Check::Account { attr: attr.clone(), manage: *manage }],
             Requirement::Identity { attr } => vec![Check::Identity { attr: attr.clone() }],
@@ -278,12 +295,13 @@ where
         let (Some(route), Some(token)) = (route.filter(|r| !r.require.is_empty()), token) else {
             return inner.call(req);
         };
-        let (service, max_body) = {
+        let (service, max_body, sets) = {
             let runtime = self.shared.runtime.load();
-            (runtime.config.service_auth.audience(), runtime.config.limits.max_body as usize)
+            let sets = runtime.permission_sets.clone();
+            (runtime.config.service_auth.audience(), runtime.config.limits.max_body as usize, sets)
         };
         Box::pin(async move {
-            match authorize(&route, &token.granted, service.as_deref(), max_body, &mut req).await {
+            match authorize(&route, &token.granted, &sets, service.as_deref(), max_body, &mut req).await {
                 Ok(()) => inner.call(req).await,
                 Err(e) => {
                     tracing::debug!(route = %route.name.0, error = %e, "not authorized");

@@ -256,7 +256,8 @@ fn repo_writes_from_xrpc_calls() {
     assert!(repo_writes("com.atproto.repo.createRecord", &json!({"collection": "not an nsid"})).is_err());
     assert!(repo_writes("com.atproto.repo.createRecord", &json!([])).is_err());
     assert!(repo_writes("com.atproto.repo.getRecord", &body).is_err());
-    let writes = json!({"writes": [{"$type": "com.atproto.repo.applyWrites#update", "collection": "a.b.c"}, {"$type": "x"}]});
+    let writes =
+        json!({"writes": [{"$type": "com.atproto.repo.applyWrites#update", "collection": "a.b.c"}, {"$type": "x"}]});
     assert!(repo_writes("com.atproto.repo.applyWrites", &writes).is_err());
 }
 

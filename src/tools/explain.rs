@@ -62,6 +62,22 @@ pub fn explain(granted: &str, checks: &[Check]) -> (String, bool) {
     (out, all)
 }
 
+/// What a pinned permission set grants for `include:<nsid>[?aud=<aud>]`, one scope a line.
+pub fn resolve(nsid: &str, aud: Option<&str>, pinned_dir: &std::path::Path) -> Result<String, String> {
+    let sets = crate::scope::permission_set::PermissionSets::load_dir(pinned_dir)?;
+    let set = sets.get(nsid).ok_or_else(|| format!("{nsid} is not among the {} pinned sets", sets.len()))?;
+    let mut out = String::new();
+    if let Some(title) = &set.title {
+        let _ = writeln!(out, "# {nsid}: {title}");
+    }
+    let granted = set.expand(aud);
+    let _ = writeln!(out, "# {} of {} permissions grant scopes", granted.len(), set.permissions.len());
+    for scope in granted {
+        let _ = writeln!(out, "{}", scope.canonical());
+    }
+    Ok(out)
+}
+
 impl std::fmt::Display for Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
