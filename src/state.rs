@@ -18,6 +18,7 @@ use crate::net::Outbound;
 use crate::proxy::Upstream;
 use crate::router::{Route, RouteTable};
 use crate::scope::permission_set::PermissionSets;
+use crate::scope::resolve::SetResolver;
 
 /// Everything compiled from one config: swapped whole, read once per request.
 #[derive(Debug)]
@@ -38,35 +39,16 @@ pub struct Runtime {
     pub service: Option<ServiceVerifier>,
     /// atgate's service DID document, when it serves one.
     pub did_document: Option<bytes::Bytes>,
-    /// Pinned permission sets (`permission_sets.pinned_dir`).
-    pub permission_sets: Arc<PermissionSets>,
+    /// Permission sets: pinned (`permission_sets.pinned_dir`), else resolved and cached.
+    pub sets: Arc<SetResolver>,
 }
 
-/// Reads the pinned permission sets; every set a route requires must be among them
-/// (resolving sets over the network is not built yet, so a missing one could only fail).
+/// Reads the pinned permission sets (`permission_sets.pinned_dir`).
 fn load_permission_sets(config: &Config) -> Result<PermissionSets, ConfigErrors> {
-    let sets = match &config.permission_sets {
-        Some(dir) => PermissionSets::load_dir(&dir.path).map_err(|e| ConfigErrors(vec![dir.error(e)]))?,
-        None => PermissionSets::default(),
-    };
-    let mut errors = Vec::new();
-    for (i, route) in config.routes.iter().enumerate() {
-        for r in &route.require {
-            if let crate::config::Requirement::Include { nsid, .. } = r
-                && sets.get(nsid).is_none()
-            {
-                errors.push(ConfigError {
-                    origin: String::new(),
-                    place: Default::default(),
-                    field: format!("routes[{i}].require.include"),
-                    message: format!(
-                        "permission set {nsid} is not pinned: put its lexicon JSON in permission_sets.pinned_dir (network resolution of sets is not supported yet)"
-                    ),
-                });
-            }
-        }
+    match &config.permission_sets {
+        Some(dir) => PermissionSets::load_dir(&dir.path).map_err(|e| ConfigErrors(vec![dir.error(e)])),
+        None => Ok(PermissionSets::default()),
     }
-    if errors.is_empty() { Ok(sets) } else { Err(ConfigErrors(errors)) }
 }
 
 /// The DID document of atgate's `did:web` service identity: the service entry PDSes
@@ -155,10 +137,15 @@ impl Runtime {
             return Err(ConfigErrors(errors));
         }
         let outbound = Outbound::new(config.outbound.clone());
-        let permission_sets = Arc::new(load_permission_sets(&config)?);
+        let pinned = load_permission_sets(&config)?;
+        let uses_sets = config.issuers.iter().any(|i| i.expand_include)
+            || config.routes.iter().any(|r| r.require.iter().any(|q| matches!(q, crate::config::Requirement::Include { .. })));
+        let needs_identity = uses_sets || config.routes.iter().any(|r| r.auth.service_auth || r.inject_handle);
+        let resolver = needs_identity.then(|| Resolver::new(&config.identity, outbound.clone()));
+        let sets = Arc::new(SetResolver::new(pinned, resolver.clone().filter(|_| uses_sets)));
         let dpop = if config.routes.iter().any(|r| r.auth.dpop) {
             let built = Issuers::new(&config.issuers, &outbound)
-                .map(|issuers| issuers.with_permission_sets(permission_sets.clone()))
+                .map(|issuers| issuers.with_permission_sets(sets.clone()))
                 .and_then(|issuers| DpopState::build(&config.dpop, issuers));
             match built {
                 Ok(d) => Some(d),
@@ -167,8 +154,6 @@ impl Runtime {
         } else {
             None
         };
-        let needs_identity = config.routes.iter().any(|r| r.auth.service_auth || r.inject_handle);
-        let resolver = needs_identity.then(|| Resolver::new(&config.identity, outbound.clone()));
         let service = match &resolver {
             Some(r) if config.routes.iter().any(|r| r.auth.service_auth) => {
                 Some(ServiceVerifier::new(config.service_auth.clone(), r.clone()))
@@ -189,7 +174,7 @@ impl Runtime {
             resolver,
             service,
             did_document: service_did_document(&config),
-            permission_sets,
+            sets,
             config: Arc::new(config),
         })
     }

@@ -262,7 +262,7 @@ pub fn parse_jwks(jwks: &Value, algs: &[String]) -> Vec<VerifyKey> {
 pub struct Issuers {
     list: Vec<Arc<Issuer>>,
     /// Permission sets for issuers with `expand_include`.
-    pub sets: Arc<crate::scope::permission_set::PermissionSets>,
+    pub sets: Arc<crate::scope::resolve::SetResolver>,
 }
 
 impl Issuers {
@@ -273,7 +273,7 @@ impl Issuers {
     }
 
     /// Uses these permission sets to expand `include:` scopes of `expand_include` issuers.
-    pub fn with_permission_sets(self, sets: Arc<crate::scope::permission_set::PermissionSets>) -> Issuers {
+    pub fn with_permission_sets(self, sets: Arc<crate::scope::resolve::SetResolver>) -> Issuers {
         Issuers { sets, ..self }
     }
 

@@ -128,17 +128,15 @@ pub async fn verify_token(
     if !scope.split(' ').any(|s| s == "atproto") {
         return Err(err(TokenError::Scope(scope)));
     }
+    let mut granted = crate::scope::Granted::parse(&scope);
+    if issuer.config.expand_include {
+        granted.expand_includes(&issuers.sets).await;
+    }
     Ok(VerifiedToken {
         issuer: issuer.config.issuer.clone(),
         sub: sub.to_owned(),
         client_id,
-        granted: {
-            let mut granted = crate::scope::Granted::parse(&scope);
-            if issuer.config.expand_include {
-                granted.expand_includes(&issuers.sets);
-            }
-            granted
-        },
+        granted,
         scope,
         jkt,
         exp: exp as u64,

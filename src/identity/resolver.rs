@@ -229,6 +229,25 @@ impl Resolver {
         DidDoc::parse(did, &value).map(Arc::new).map_err(|e| IdentityError::Document(e.to_string()))
     }
 
+    /// The one `did=` value of the TXT records at `name` (`_lexicon.<authority>` for
+    /// permission sets): `Ok(None)` when there is none or more than one, `Err` when DNS
+    /// could not answer (or no DNS resolver is configured).
+    pub async fn did_from_dns(&self, name: &str) -> Result<Option<String>, IdentityError> {
+        let unavailable = |m: &str| IdentityError::Unavailable(NetError::Transport(m.to_owned()));
+        let dns = self.dns.as_ref().ok_or_else(|| unavailable("no DNS resolver"))?;
+        match tokio::time::timeout(self.config.timeout, dns.txt_lookup(format!("{name}."))).await {
+            Ok(Ok(answer)) => Ok(handle::did_from_txt(answer.iter().map(|txt| txt.txt_data()))),
+            Ok(Err(e)) if e.is_no_records_found() || e.is_nx_domain() => Ok(None),
+            Ok(Err(e)) => Err(unavailable(&e.to_string())),
+            Err(_) => Err(IdentityError::Unavailable(NetError::Timeout)),
+        }
+    }
+
+    /// The outbound client (for fetches that follow a resolution).
+    pub fn net(&self) -> &Outbound {
+        &self.net
+    }
+
     /// The DID a handle points to (DNS TXT `_atproto.<handle>`, else HTTPS
     /// `/.well-known/atproto-did`), cached; `None` when it does not resolve.
     pub async fn resolve_handle(&self, handle: &str) -> Option<String> {

@@ -3,6 +3,8 @@
 
 pub mod parse;
 pub mod permission_set;
+pub mod repo;
+pub mod resolve;
 pub mod stage;
 
 pub use parse::{CREATE, DELETE, Scope, UPDATE};
@@ -145,18 +147,15 @@ impl Granted {
         &self.scopes
     }
 
-    /// Adds what each `include:` scope grants, from `sets` (§9.3); an unknown set grants
-    /// nothing (logged).
-    pub fn expand_includes(&mut self, sets: &permission_set::PermissionSets) {
+    /// Adds what each `include:` scope grants (§9.3), from pinned or resolved sets; a set
+    /// that cannot be had grants nothing (logged by the resolver).
+    pub async fn expand_includes(&mut self, sets: &resolve::SetResolver) {
         let mut added = Vec::new();
         for scope in &self.scopes {
-            if let Scope::Include { nsid, aud } = scope {
-                match sets.get(nsid) {
-                    Some(set) => added.extend(set.expand(aud.as_deref())),
-                    None => {
-                        tracing::warn!(set = %nsid, "token names a permission set that is not pinned; it grants nothing")
-                    }
-                }
+            if let Scope::Include { nsid, aud } = scope
+                && let Ok(set) = sets.get(nsid).await
+            {
+                added.extend(set.expand(aud.as_deref()));
             }
         }
         self.scopes.extend(added);

@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::{Layer, Service};
 
-use super::permission_set::PermissionSets;
+use super::resolve::SetResolver;
 use super::{Check, Granted, RepoAction};
 use crate::auth::{DPOP_ALGS, Principal};
 use crate::body::{self, Body, HttpFuture};
@@ -149,7 +149,7 @@ pub fn content_type(headers: &HeaderMap) -> Option<String> {
 async fn authorize(
     route: &Route,
     granted: &Granted,
-    sets: &PermissionSets,
+    sets: &SetResolver,
     service: Option<&str>,
     max_body: usize,
     req: &mut Request<Body>,
@@ -210,7 +210,7 @@ async fn authorize(
             }
             Requirement::Include { nsid, aud } => {
                 // Every permission the set grants; a set atgate cannot read fails closed.
-                let set = sets.get(nsid).ok_or(ScopeError::SetUnavailable)?;
+                let set = sets.get(nsid).await.map_err(|_| ScopeError::SetUnavailable)?;
                 if let Some(missing) = set.expand(aud.as_deref()).into_iter().find(|s| !granted.covers(s)) {
                     return Err(ScopeError::Insufficient { needed: missing.canonical(), resource: "include" });
                 }
@@ -297,7 +297,7 @@ where
         };
         let (service, max_body, sets) = {
             let runtime = self.shared.runtime.load();
-            let sets = runtime.permission_sets.clone();
+            let sets = runtime.sets.clone();
             (runtime.config.service_auth.audience(), runtime.config.limits.max_body as usize, sets)
         };
         Box::pin(async move {
