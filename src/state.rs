@@ -139,7 +139,10 @@ impl Runtime {
         let outbound = Outbound::new(config.outbound.clone());
         let pinned = load_permission_sets(&config)?;
         let uses_sets = config.issuers.iter().any(|i| i.expand_include)
-            || config.routes.iter().any(|r| r.require.iter().any(|q| matches!(q, crate::config::Requirement::Include { .. })));
+            || config
+                .routes
+                .iter()
+                .any(|r| r.require.iter().any(|q| matches!(q, crate::config::Requirement::Include { .. })));
         let needs_identity = uses_sets || config.routes.iter().any(|r| r.auth.service_auth || r.inject_handle);
         let resolver = needs_identity.then(|| Resolver::new(&config.identity, outbound.clone()));
         let sets = Arc::new(SetResolver::new(pinned, resolver.clone().filter(|_| uses_sets)));

@@ -4,16 +4,22 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use atgate::app::Gateway;
 use atgate::jose::sign::SigningKey;
 use atgate::tools::DpopSigner;
 use atgate::tools::curl::{CurlRequest, CurlResponse, send as curl};
+use atgate::tools::dev_identity::{DevIdentity, DidKey, did_document};
 use atgate::tools::dev_issuer::DevIssuer;
+use atgate::tools::dev_repo::RepoProof;
 use bytes::Bytes;
 use common::*;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http_body::Body as _;
 use serde_json::json;
 
 const AUD: &str = "did:web:gateway.test";
@@ -216,20 +222,126 @@ async fn permission_set_requirements_and_expansion() {
     refused(&res, "repo:app.example.post");
 }
 
-#[tokio::test]
-async fn a_required_set_that_is_not_pinned_is_a_config_error() {
+/// A lexicon authority on loopback: DNS `_lexicon.example.app`, a DID document naming a
+/// PDS, and the PDS answering `sync.getRecord` with `car()` (swappable per test).
+struct Authority {
+    gw: Setup,
+    car: Arc<parking_lot::Mutex<Vec<u8>>>,
+    pds_calls: Arc<AtomicU64>,
+}
+
+const AUTHORITY: &str = "did:plc:lexiconauthority23456abc";
+
+fn lexicon(id: &str) -> serde_json::Value {
+    let mut doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/permission_sets/app.example.authBasic.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    doc["$type"] = json!("com.atproto.lexicon.schema");
+    doc["id"] = json!(id);
+    doc
+}
+
+async fn authority() -> (Authority, DidKey) {
+    let key = DidKey::k256();
+    let car = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let pds_calls = Arc::new(AtomicU64::new(0));
+    let (served, calls) = (car.clone(), pds_calls.clone());
+    let pds = serve(move |req: http::Request<hyper::body::Incoming>| {
+        let (served, calls) = (served.clone(), calls.clone());
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let q = req.uri().query().unwrap_or("");
+            let ok = req.uri().path() == "/xrpc/com.atproto.sync.getRecord"
+                && q.contains("collection=com.atproto.lexicon.schema")
+                && q.contains("rkey=app.example.authBasic");
+            let body = served.lock().clone();
+            let mut res = http::Response::new(atgate::body::full(if ok { body } else { Vec::new() }));
+            if !ok || res.body().size_hint().exact() == Some(0) {
+                *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            res.headers_mut().insert("content-type", HeaderValue::from_static("application/vnd.ipld.car"));
+            res
+        }
+    })
+    .await;
+    let host = DevIdentity::spawn(loopback()).await.unwrap();
+    host.publish(AUTHORITY, did_document(AUTHORITY, &key, None, &format!("http://{pds}")));
+    let records = HashMap::from([("_lexicon.example.app".to_owned(), vec![format!("did={AUTHORITY}")])]);
+    let (dns, _) = dns_server(records).await;
     let up = echo_upstream().await;
-    let text = format!(
-        "listen: 127.0.0.1:0
-admin_listen: \"off\"
-public_url: https://gw.test
-issuers: [{{ issuer: \"https://as.test\", jwks_uri: \"https://as.test/jwks\" }}]
-upstreams: {{ up: {{ url: \"http://{up}\" }} }}
-routes:
-  - {{ name: r, match: {{ path: / }}, upstream: up, auth: dpop, require: {{ include: app.example.unknownSet }} }}
-"
+    let issuer = DevIssuer::spawn(loopback()).await.unwrap();
+    let top = format!(
+        "trusted_proxies: [127.0.0.1]
+outbound: {{ allow_private_addresses: true, allow_http: true }}
+identity: {{ plc_url: \"{}\", dns_servers: [\"{dns}\"] }}
+issuers:
+  - {{ issuer: \"{}\", discovery: true, audiences: [{AUD}], expand_include: true }}
+",
+        host.plc_url(),
+        issuer.issuer()
     );
-    let config = atgate::config::Config::parse(&text, "t.yaml").unwrap();
-    let err = Gateway::start(config).await.err().expect("start refuses").to_string();
-    assert!(err.contains("permission set app.example.unknownSet is not pinned"), "{err}");
+    let routes = "  - name: sets
+    match: { path: /sets/ }
+    upstream: up
+    auth: dpop
+    require: { include: \"app.example.authBasic?aud=did:web:gateway.test%23svc\" }
+";
+    let gw = Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap();
+    let gw = Setup { gw, issuer, signer: DpopSigner { key: SigningKey::generate() } };
+    (Authority { gw, car, pds_calls }, key)
+}
+
+const GRANULAR: &str = "atproto repo:app.example.post repo:app.example.like?action=delete \
+    rpc:app.example.getFeed?aud=did:web:gateway.test%23svc rpc:app.example.getFeedSkeleton?aud=*";
+
+#[tokio::test]
+async fn permission_sets_resolve_over_dns_did_and_a_verified_repo() {
+    let (a, key) = authority().await;
+    let records =
+        vec![("com.atproto.lexicon.schema/app.example.authBasic".to_owned(), lexicon("app.example.authBasic"))];
+    *a.car.lock() = RepoProof { did: AUTHORITY, key: &key, records }.car();
+    let res = a.gw.get_with_scope("/sets/x", GRANULAR).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    // The issuer's unexpanded include is expanded with the resolved set.
+    let res =
+        a.gw.get_with_scope("/sets/x", "atproto include:app.example.authBasic?aud=did:web:gateway.test%23svc").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", String::from_utf8_lossy(&res.body));
+    refused(
+        &a.gw.get_with_scope("/sets/x", "atproto repo:app.example.post").await,
+        "repo:app.example.like?action=delete",
+    );
+    // Cached: the PDS going down changes nothing, and it was asked once.
+    *a.car.lock() = Vec::new();
+    assert_eq!(a.gw.get_with_scope("/sets/x", GRANULAR).await.status, StatusCode::OK);
+    assert_eq!(a.pds_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn tampered_or_missing_sets_fail_closed() {
+    let unavailable = |res: &CurlResponse| {
+        assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&res.body));
+        assert_eq!(json(&res.body)["error"], "TemporarilyUnavailable");
+    };
+    let good = |id: &str| vec![("com.atproto.lexicon.schema/app.example.authBasic".to_owned(), lexicon(id))];
+    // Signed by another key.
+    let (a, _) = authority().await;
+    *a.car.lock() = RepoProof { did: AUTHORITY, key: &DidKey::k256(), records: good("app.example.authBasic") }.car();
+    unavailable(&a.gw.get_with_scope("/sets/x", GRANULAR).await);
+    // A record whose id is another set.
+    let (a, key) = authority().await;
+    *a.car.lock() = RepoProof { did: AUTHORITY, key: &key, records: good("app.example.other") }.car();
+    unavailable(&a.gw.get_with_scope("/sets/x", GRANULAR).await);
+    // A commit for another DID.
+    let (a, key) = authority().await;
+    *a.car.lock() =
+        RepoProof { did: "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", key: &key, records: good("app.example.authBasic") }.car();
+    unavailable(&a.gw.get_with_scope("/sets/x", GRANULAR).await);
+    // Nothing published at all: the PDS fails; never an open route.
+    let (a, _) = authority().await;
+    unavailable(&a.gw.get_with_scope("/sets/x", GRANULAR).await);
 }

@@ -44,8 +44,7 @@ pub struct Car {
 }
 
 fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64, ProofError> {
-    let (value, rest) =
-        unsigned_varint::decode::u64(&bytes[*pos..]).map_err(|_| ProofError::Car("bad varint"))?;
+    let (value, rest) = unsigned_varint::decode::u64(&bytes[*pos..]).map_err(|_| ProofError::Car("bad varint"))?;
     *pos = bytes.len() - rest.len();
     Ok(value)
 }
@@ -57,7 +56,8 @@ impl Car {
         let header_len = varint(bytes, &mut pos)? as usize;
         let header = bytes.get(pos..pos + header_len).ok_or(ProofError::Car("truncated header"))?;
         pos += header_len;
-        let header: Ipld = serde_ipld_dagcbor::from_slice(header).map_err(|_| ProofError::Car("header not DAG-CBOR"))?;
+        let header: Ipld =
+            serde_ipld_dagcbor::from_slice(header).map_err(|_| ProofError::Car("header not DAG-CBOR"))?;
         let roots = match header_field(&header, "roots") {
             Some(Ipld::List(list)) => list
                 .iter()
@@ -206,5 +206,67 @@ pub fn ipld_to_json(v: &Ipld) -> Value {
         Ipld::List(l) => Value::Array(l.iter().map(ipld_to_json).collect()),
         Ipld::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), ipld_to_json(v))).collect()),
         Ipld::Link(c) => serde_json::json!({"$link": c.to_string()}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::dev_identity::DidKey;
+    use crate::tools::dev_repo::RepoProof;
+    use serde_json::json;
+
+    const DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+
+    fn records() -> Vec<(String, Value)> {
+        (0..6)
+            .map(|i| {
+                let key = format!("com.atproto.lexicon.schema/app.example.set{i}");
+                (key, json!({"$type": "com.atproto.lexicon.schema", "lexicon": 1, "id": format!("app.example.set{i}")}))
+            })
+            .collect()
+    }
+
+    fn public(key: &DidKey) -> PublicKey {
+        crate::identity::multikey::decode_multikey(&key.multikey()).unwrap()
+    }
+
+    #[test]
+    fn valid_proofs_for_keys_in_either_subtree() {
+        for key in [DidKey::k256(), DidKey::p256()] {
+            let car = Car::parse(&RepoProof { did: DID, key: &key, records: records() }.car()).unwrap();
+            for i in [0, 5] {
+                let record =
+                    verify_record(&car, DID, &public(&key), &format!("com.atproto.lexicon.schema/app.example.set{i}"))
+                        .unwrap();
+                assert_eq!(record["id"], format!("app.example.set{i}"));
+            }
+            let missing = verify_record(&car, DID, &public(&key), "com.atproto.lexicon.schema/app.example.nope");
+            assert_eq!(missing.unwrap_err(), ProofError::NotFound);
+        }
+    }
+
+    #[test]
+    fn bad_proofs() {
+        let key = DidKey::k256();
+        let bytes = RepoProof { did: DID, key: &key, records: records() }.car();
+        let car = Car::parse(&bytes).unwrap();
+        let k = "com.atproto.lexicon.schema/app.example.set1";
+        // Signed by someone else.
+        assert_eq!(verify_record(&car, DID, &public(&DidKey::k256()), k).unwrap_err(), ProofError::Signature);
+        // A commit for another DID.
+        let other =
+            Car::parse(&RepoProof { did: "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", key: &key, records: records() }.car())
+                .unwrap();
+        assert!(matches!(verify_record(&other, DID, &public(&key), k), Err(ProofError::Commit(_))));
+        // Any changed byte in the last block (a record) breaks its CID.
+        let mut tampered = bytes.clone();
+        let last = tampered.len() - 3;
+        tampered[last] ^= 1;
+        assert!(Car::parse(&tampered).is_err());
+        // Truncated and garbage.
+        assert!(Car::parse(&bytes[..bytes.len() - 10]).is_err());
+        assert!(Car::parse(b"").is_err());
+        assert!(Car::parse(&[0xff; 40]).is_err());
     }
 }

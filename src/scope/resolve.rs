@@ -146,7 +146,10 @@ async fn resolve(identity: &Arc<Resolver>, nsid: &str) -> Result<PermissionSet, 
         return Err(ResolveError::Incomplete);
     };
     let mut url = pds.join("/xrpc/com.atproto.sync.getRecord").map_err(|e| ResolveError::Fetch(e.to_string()))?;
-    url.query_pairs_mut().append_pair("did", &did).append_pair("collection", LEXICON_COLLECTION).append_pair("rkey", nsid);
+    url.query_pairs_mut()
+        .append_pair("did", &did)
+        .append_pair("collection", LEXICON_COLLECTION)
+        .append_pair("rkey", nsid);
     let bytes = identity.net().get_bytes(&url).await.map_err(|e| ResolveError::Fetch(e.to_string()))?;
     let car = Car::parse(&bytes).map_err(|e| ResolveError::Invalid(e.to_string()))?;
     let record = verify_record(&car, &did, key, &format!("{LEXICON_COLLECTION}/{nsid}"))

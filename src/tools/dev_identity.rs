@@ -75,22 +75,27 @@ impl DidKey {
         format!("z{}", bs58::encode(bytes).into_string())
     }
 
-    /// Signs a JWT with `{"typ":"JWT","alg":...}`, low-S, raw `r||s`.
-    pub fn sign_jwt(&self, claims: &Value) -> String {
-        let header = json!({"typ": "JWT", "alg": self.alg()});
-        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
-        let sig: Vec<u8> = match self {
+    /// Signs bytes: ECDSA over SHA-256, raw `r||s`, low-S (repository commits).
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        match self {
             DidKey::K256(k) => {
                 use k256::ecdsa::signature::Signer;
-                let s: k256::ecdsa::Signature = k.sign(input.as_bytes());
+                let s: k256::ecdsa::Signature = k.sign(message);
                 s.to_bytes().to_vec()
             }
             DidKey::P256(k) => {
                 use p256::ecdsa::signature::Signer;
-                let s: p256::ecdsa::Signature = k.sign(input.as_bytes());
+                let s: p256::ecdsa::Signature = k.sign(message);
                 s.normalize_s().unwrap_or(s).to_bytes().to_vec()
             }
-        };
+        }
+    }
+
+    /// Signs a JWT with `{"typ":"JWT","alg":...}`, low-S, raw `r||s`.
+    pub fn sign_jwt(&self, claims: &Value) -> String {
+        let header = json!({"typ": "JWT", "alg": self.alg()});
+        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        let sig = self.sign_bytes(input.as_bytes());
         format!("{input}.{}", b64url(&sig))
     }
 

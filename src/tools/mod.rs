@@ -4,6 +4,7 @@
 pub mod curl;
 pub mod dev_identity;
 pub mod dev_issuer;
+pub mod dev_repo;
 pub mod explain;
 
 use std::sync::Arc;
