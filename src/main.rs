@@ -88,9 +88,13 @@ enum ScopeCommand {
         /// The audience its rpc permissions inherit (`did:web:api.example.com#svc`).
         #[arg(long)]
         aud: Option<String>,
-        /// The directory of pinned permission-set lexicons (`permission_sets.pinned_dir`).
+        /// Read the set from this directory of pinned lexicons (`permission_sets.pinned_dir`)
+        /// instead of resolving it over the network.
         #[arg(long)]
-        pinned_dir: PathBuf,
+        pinned_dir: Option<PathBuf>,
+        /// The PLC directory for the authority's DID (network resolution).
+        #[arg(long, default_value = "https://plc.directory")]
+        plc_url: url::Url,
     },
 }
 
@@ -165,8 +169,9 @@ fn main() -> ExitCode {
             print!("{text}");
             if all { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
-        Command::Scope(ScopeCommand::Resolve { nsid, aud, pinned_dir }) => {
-            match atgate::tools::explain::resolve(&nsid, aud.as_deref(), &pinned_dir) {
+        Command::Scope(ScopeCommand::Resolve { nsid, aud, pinned_dir, plc_url }) => {
+            let resolved = runtime().block_on(atgate::tools::explain::resolve(&nsid, aud.as_deref(), pinned_dir.as_deref(), plc_url));
+            match resolved {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS

@@ -63,9 +63,31 @@ pub fn explain(granted: &str, checks: &[Check]) -> (String, bool) {
 }
 
 /// What a pinned permission set grants for `include:<nsid>[?aud=<aud>]`, one scope a line.
-pub fn resolve(nsid: &str, aud: Option<&str>, pinned_dir: &std::path::Path) -> Result<String, String> {
-    let sets = crate::scope::permission_set::PermissionSets::load_dir(pinned_dir)?;
-    let set = sets.get(nsid).ok_or_else(|| format!("{nsid} is not among the {} pinned sets", sets.len()))?;
+/// Without `pinned_dir` the set is resolved over the network (`_lexicon` DNS, the
+/// authority's DID document through `plc_url`, its verified repository record).
+pub async fn resolve(
+    nsid: &str,
+    aud: Option<&str>,
+    pinned_dir: Option<&std::path::Path>,
+    plc_url: url::Url,
+) -> Result<String, String> {
+    use crate::scope::permission_set::PermissionSets;
+    use crate::scope::resolve::SetResolver;
+    let sets = match pinned_dir {
+        Some(dir) => {
+            let pinned = PermissionSets::load_dir(dir)?;
+            if pinned.get(nsid).is_none() {
+                return Err(format!("{nsid} is not among the {} pinned sets", pinned.len()));
+            }
+            SetResolver::new(pinned, None)
+        }
+        None => {
+            let identity = crate::config::IdentityConfig { plc_url, ..Default::default() };
+            let net = crate::net::Outbound::new(Default::default());
+            SetResolver::new(PermissionSets::default(), Some(crate::identity::Resolver::new(&identity, net)))
+        }
+    };
+    let set = sets.get(nsid).await.map_err(|e| e.to_string())?;
     let mut out = String::new();
     if let Some(title) = &set.title {
         let _ = writeln!(out, "# {nsid}: {title}");
