@@ -170,7 +170,12 @@ fn main() -> ExitCode {
             if all { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Command::Scope(ScopeCommand::Resolve { nsid, aud, pinned_dir, plc_url }) => {
-            let resolved = runtime().block_on(atgate::tools::explain::resolve(&nsid, aud.as_deref(), pinned_dir.as_deref(), plc_url));
+            let resolved = runtime().block_on(atgate::tools::explain::resolve(
+                &nsid,
+                aud.as_deref(),
+                pinned_dir.as_deref(),
+                plc_url,
+            ));
             match resolved {
                 Ok(text) => {
                     print!("{text}");

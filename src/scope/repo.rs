@@ -49,13 +49,21 @@ fn varint(bytes: &[u8], pos: &mut usize) -> Result<u64, ProofError> {
     Ok(value)
 }
 
+/// A varint-length-prefixed section at `pos`, advancing past it; `None` when the length
+/// is unreadable or runs past the end (no arithmetic on an attacker's length overflows).
+fn section<'a>(bytes: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let len = usize::try_from(varint(bytes, pos).ok()?).ok()?;
+    let end = pos.checked_add(len)?;
+    let out = bytes.get(*pos..end)?;
+    *pos = end;
+    Some(out)
+}
+
 impl Car {
     /// Parses a CARv1 file, verifying every block's SHA-256 CID.
     pub fn parse(bytes: &[u8]) -> Result<Car, ProofError> {
         let mut pos = 0;
-        let header_len = varint(bytes, &mut pos)? as usize;
-        let header = bytes.get(pos..pos + header_len).ok_or(ProofError::Car("truncated header"))?;
-        pos += header_len;
+        let header = section(bytes, &mut pos).ok_or(ProofError::Car("truncated header"))?;
         let header: Ipld =
             serde_ipld_dagcbor::from_slice(header).map_err(|_| ProofError::Car("header not DAG-CBOR"))?;
         let roots = match header_field(&header, "roots") {
@@ -70,9 +78,7 @@ impl Car {
         }
         let mut blocks = HashMap::new();
         while pos < bytes.len() {
-            let len = varint(bytes, &mut pos)? as usize;
-            let block = bytes.get(pos..pos + len).ok_or(ProofError::Car("truncated block"))?;
-            pos += len;
+            let block = section(bytes, &mut pos).ok_or(ProofError::Car("truncated block"))?;
             let mut reader = std::io::Cursor::new(block);
             let cid = Cid::read_bytes(&mut reader).map_err(|_| ProofError::Car("bad CID"))?;
             let data = &block[reader.position() as usize..];
@@ -268,5 +274,7 @@ mod tests {
         assert!(Car::parse(&bytes[..bytes.len() - 10]).is_err());
         assert!(Car::parse(b"").is_err());
         assert!(Car::parse(&[0xff; 40]).is_err());
+        // A length prefix near u64::MAX (found by fuzzing: it used to overflow).
+        assert!(Car::parse(&[0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x00]).is_err());
     }
 }
