@@ -2,8 +2,9 @@
 //! `_lexicon.<authority>` -> DID -> DID document (PDS and `#atproto` key) ->
 //! `com.atproto.sync.getRecord` -> a CAR whose commit signature, MST path, record type and
 //! `id` are all verified. Pinned sets override resolution. Results are cached: fresh for
-//! `FRESH`, then refetched; a failed refetch keeps serving the last good copy up to
-//! `MAX_STALE`; failures are remembered for `NEGATIVE` so they are not retried per request.
+//! `FRESH`, then served while refetched in the background; a failed refetch keeps serving
+//! the cached copy up to `MAX_STALE`; failures with nothing cached are remembered for
+//! `NEGATIVE` so they are not retried per request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,13 +44,17 @@ pub enum ResolveError {
 #[derive(Clone)]
 struct Entry {
     result: Result<Arc<PermissionSet>, ResolveError>,
+    fetched: Instant,
 }
 
 struct EntryExpiry;
 
 impl moka::Expiry<String, Entry> for EntryExpiry {
     fn expire_after_create(&self, _: &String, e: &Entry, _: Instant) -> Option<Duration> {
-        Some(if e.result.is_ok() { FRESH } else { NEGATIVE })
+        Some(if e.result.is_ok() { MAX_STALE } else { NEGATIVE })
+    }
+    fn expire_after_update(&self, k: &String, e: &Entry, now: Instant, _: Option<Duration>) -> Option<Duration> {
+        self.expire_after_create(k, e, now)
     }
 }
 
@@ -58,7 +63,8 @@ pub struct SetResolver {
     pinned: PermissionSets,
     identity: Option<Arc<Resolver>>,
     cache: moka::future::Cache<String, Entry>,
-    last_good: moka::sync::Cache<String, Arc<PermissionSet>>,
+    /// Sets with a background refresh under way.
+    refreshing: moka::sync::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for SetResolver {
@@ -80,7 +86,7 @@ impl SetResolver {
             pinned,
             identity,
             cache: moka::future::Cache::builder().max_capacity(10_000).expire_after(EntryExpiry).build(),
-            last_good: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(MAX_STALE).build(),
+            refreshing: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(30)).build(),
         }
     }
 
@@ -94,8 +100,9 @@ impl SetResolver {
         self.identity.is_some()
     }
 
-    /// The set named `nsid`: pinned, cached, or resolved now; a failed resolution falls
-    /// back to the last good copy.
+    /// The set named `nsid`: pinned, cached, or resolved now. A cached set older than
+    /// `FRESH` is served while one background task refetches it; a failed refetch keeps
+    /// the old copy (up to `MAX_STALE`).
     pub async fn get(&self, nsid: &str) -> Result<Arc<PermissionSet>, ResolveError> {
         if let Some(set) = self.pinned.get(nsid) {
             return Ok(Arc::new(set.clone()));
@@ -104,25 +111,37 @@ impl SetResolver {
         let entry = self
             .cache
             .get_with_by_ref(nsid, async {
-                let result = resolve(identity, nsid).await.map(Arc::new);
-                if let Ok(set) = &result {
-                    self.last_good.insert(nsid.to_owned(), set.clone());
-                }
-                Entry { result }
+                Entry { result: resolve(identity, nsid).await.map(Arc::new), fetched: Instant::now() }
             })
             .await;
         match entry.result {
-            Ok(set) => Ok(set),
-            Err(e) => match self.last_good.get(nsid) {
-                Some(stale) => {
-                    tracing::warn!(set = nsid, error = %e, "permission set refetch failed; serving the last good copy");
-                    Ok(stale)
+            Ok(set) => {
+                if entry.fetched.elapsed() >= FRESH && self.refreshing.entry(nsid.to_owned()).or_insert(()).is_fresh() {
+                    let (identity, cache, refreshing, nsid) =
+                        (identity.clone(), self.cache.clone(), self.refreshing.clone(), nsid.to_owned());
+                    tokio::spawn(async move {
+                        match resolve(&identity, &nsid).await {
+                            Ok(fresh) => {
+                                cache
+                                    .insert(
+                                        nsid.clone(),
+                                        Entry { result: Ok(Arc::new(fresh)), fetched: Instant::now() },
+                                    )
+                                    .await;
+                            }
+                            Err(e) => {
+                                tracing::warn!(set = %nsid, error = %e, "permission set refresh failed; keeping the cached copy")
+                            }
+                        }
+                        refreshing.invalidate(&nsid);
+                    });
                 }
-                None => {
-                    tracing::error!(set = nsid, error = %e, "permission set unavailable");
-                    Err(e)
-                }
-            },
+                Ok(set)
+            }
+            Err(e) => {
+                tracing::error!(set = nsid, error = %e, "permission set unavailable");
+                Err(e)
+            }
         }
     }
 }
