@@ -159,16 +159,15 @@ async fn blobs_rpc_and_account_requirements() {
     assert_eq!(s.call(Method::GET, "/account/read", "text/plain", b"").await.status, StatusCode::OK);
 }
 
-/// A gateway whose `/sets/` route requires the pinned `app.example.authBasic` set; the
-/// issuer expands `include:` scopes when `expand` is on.
-async fn setup_sets(expand: bool) -> Setup {
+/// A gateway whose `/sets/` route requires `app.example.authBasic`; the issuer expands
+/// `include:` scopes when `expand` is on; `extra` adds top-level config.
+async fn sets_gateway(extra: &str, expand: bool) -> Setup {
     let up = echo_upstream().await;
     let issuer = DevIssuer::spawn(loopback()).await.unwrap();
-    let pinned = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/permission_sets");
     let top = format!(
         "trusted_proxies: [127.0.0.1]
 outbound: {{ allow_private_addresses: true, allow_http: true }}
-permission_sets: {{ pinned_dir: \"{pinned}\" }}
+{extra}
 issuers:
   - {{ issuer: \"{}\", discovery: true, audiences: [{AUD}], expand_include: {expand} }}
 ",
@@ -182,6 +181,12 @@ issuers:
 ";
     let gw = Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap();
     Setup { gw, issuer, signer: DpopSigner { key: SigningKey::generate() } }
+}
+
+/// The same with the pinned fixture sets.
+async fn setup_sets(expand: bool) -> Setup {
+    let pinned = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/permission_sets");
+    sets_gateway(&format!("permission_sets: {{ pinned_dir: \"{pinned}\" }}"), expand).await
 }
 
 impl Setup {
@@ -273,26 +278,8 @@ async fn authority() -> (Authority, DidKey) {
     host.publish(AUTHORITY, did_document(AUTHORITY, &key, None, &format!("http://{pds}")));
     let records = HashMap::from([("_lexicon.example.app".to_owned(), vec![format!("did={AUTHORITY}")])]);
     let (dns, _) = dns_server(records).await;
-    let up = echo_upstream().await;
-    let issuer = DevIssuer::spawn(loopback()).await.unwrap();
-    let top = format!(
-        "trusted_proxies: [127.0.0.1]
-outbound: {{ allow_private_addresses: true, allow_http: true }}
-identity: {{ plc_url: \"{}\", dns_servers: [\"{dns}\"] }}
-issuers:
-  - {{ issuer: \"{}\", discovery: true, audiences: [{AUD}], expand_include: true }}
-",
-        host.plc_url(),
-        issuer.issuer()
-    );
-    let routes = "  - name: sets
-    match: { path: /sets/ }
-    upstream: up
-    auth: dpop
-    require: { include: \"app.example.authBasic?aud=did:web:gateway.test%23svc\" }
-";
-    let gw = Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap();
-    let gw = Setup { gw, issuer, signer: DpopSigner { key: SigningKey::generate() } };
+    let identity = format!("identity: {{ plc_url: \"{}\", dns_servers: [\"{dns}\"] }}", host.plc_url());
+    let gw = sets_gateway(&identity, true).await;
     (Authority { gw, car, pds_calls }, key)
 }
 
