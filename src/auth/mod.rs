@@ -10,13 +10,12 @@ pub mod issuer;
 pub mod service;
 pub mod token;
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header, request::Parts};
-use tower::{Layer, Service};
+
+use crate::layers::{Next, Stage, StageLayer};
 
 pub use error::{AuthError, DPOP_ALGS, ProofError, Scheme, TokenError, challenge};
 
@@ -276,49 +275,18 @@ fn decorate_dpop_response(res: &mut Response<Body>, dpop: &DpopState) {
     }
 }
 
-/// Layer for [`Auth`].
-#[derive(Clone)]
-pub struct AuthLayer {
-    shared: Arc<Shared>,
-}
+/// The authentication stage: inserts a `Principal`, or answers the verifier's error.
+pub struct Auth;
 
 /// Builds the authentication stage.
-pub fn layer(shared: &Arc<Shared>) -> AuthLayer {
-    AuthLayer { shared: shared.clone() }
+pub fn layer(shared: &Arc<Shared>) -> StageLayer<Auth> {
+    StageLayer::new(shared)
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Auth<S>;
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, shared: self.shared.clone() }
-    }
-}
-
-/// Inserts a `Principal` or answers the verifier's error.
-#[derive(Clone)]
-pub struct Auth<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S> Service<Request<Body>> for Auth<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = HttpFuture>
-        + Clone
-        + Send
-        + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = HttpFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let mut inner = crate::layers::take(&mut self.inner);
-        let shared = self.shared.clone();
+impl Stage for Auth {
+    fn call<S: Next>(shared: &Arc<Shared>, req: Request<Body>, next: S) -> HttpFuture {
+        let mut inner = next;
+        let shared = shared.clone();
         Box::pin(async move {
             // Verifiers see the request head only; the body streams on untouched.
             let (mut parts, body) = req.into_parts();

@@ -8,12 +8,11 @@
 pub mod path;
 pub mod pattern;
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use tower::{Layer, Service};
+
+use crate::layers::{Next, Stage, StageLayer};
 
 use crate::body::{Body, HttpFuture};
 use crate::config::{AuthMethods, IdentityHeaders, Lxm, PrincipalPolicy, Requirement, Rewrite, RouteConfig};
@@ -216,48 +215,17 @@ pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<String> 
     Some(host.to_ascii_lowercase())
 }
 
-/// Layer for [`Router`].
-#[derive(Clone)]
-pub struct RouterLayer {
-    shared: Arc<Shared>,
-}
+/// The routing stage: inserts `Arc<Route>` and `NormalPath`, or answers 400/404/405.
+pub struct Router;
 
 /// Builds the routing stage.
-pub fn layer(shared: &Arc<Shared>) -> RouterLayer {
-    RouterLayer { shared: shared.clone() }
+pub fn layer(shared: &Arc<Shared>) -> StageLayer<Router> {
+    StageLayer::new(shared)
 }
 
-impl<S> Layer<S> for RouterLayer {
-    type Service = Router<S>;
-    fn layer(&self, inner: S) -> Router<S> {
-        Router { inner, shared: self.shared.clone() }
-    }
-}
-
-/// Inserts `Arc<Route>` or answers 400/404/405.
-#[derive(Clone)]
-pub struct Router<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S> Service<Request<Body>> for Router<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = HttpFuture>
-        + Clone
-        + Send
-        + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = HttpFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let runtime = self.shared.runtime.load_full();
+impl Stage for Router {
+    fn call<S: Next>(shared: &Arc<Shared>, mut req: Request<Body>, next: S) -> HttpFuture {
+        let runtime = shared.runtime.load_full();
         if let Some(doc) = &runtime.did_document
             && req.uri().path() == "/.well-known/did.json"
             && (req.method() == Method::GET || req.method() == Method::HEAD)
@@ -276,7 +244,7 @@ where
                 let name = route.name.clone();
                 req.extensions_mut().insert(route);
                 req.extensions_mut().insert(normal);
-                let mut inner = crate::layers::take(&mut self.inner);
+                let mut inner = next;
                 Box::pin(async move {
                     let mut res = inner.call(req).await?;
                     res.extensions_mut().insert(name);

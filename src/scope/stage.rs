@@ -3,15 +3,14 @@
 //! their token's scopes; service-JWT principals were already held to the route's `lxm`
 //! and `aud` (config validation allows nothing else on those routes).
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tower::{Layer, Service};
+
+use crate::layers::{Next, Stage, StageLayer};
 
 use super::resolve::SetResolver;
 use super::{Check, Granted, RepoAction};
@@ -245,58 +244,27 @@ async fn read_json(req: &mut Request<Body>, max: usize) -> Result<Value, ScopeEr
     value
 }
 
-/// Layer for [`Authorize`].
-#[derive(Clone)]
-pub struct AuthorizeLayer {
-    shared: Arc<Shared>,
-}
+/// The authorization stage: answers 403 when the principal lacks a permission the route requires.
+pub struct Authorize;
 
 /// Builds the authorization stage.
-pub fn layer(shared: &Arc<Shared>) -> AuthorizeLayer {
-    AuthorizeLayer { shared: shared.clone() }
+pub fn layer(shared: &Arc<Shared>) -> StageLayer<Authorize> {
+    StageLayer::new(shared)
 }
 
-impl<S> Layer<S> for AuthorizeLayer {
-    type Service = Authorize<S>;
-    fn layer(&self, inner: S) -> Authorize<S> {
-        Authorize { inner, shared: self.shared.clone() }
-    }
-}
-
-/// Answers 403 when the principal lacks a permission the route requires.
-#[derive(Clone)]
-pub struct Authorize<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S> Service<Request<Body>> for Authorize<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future = HttpFuture>
-        + Clone
-        + Send
-        + 'static,
-{
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = HttpFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+impl Stage for Authorize {
+    fn call<S: Next>(shared: &Arc<Shared>, mut req: Request<Body>, next: S) -> HttpFuture {
         let route = req.extensions().get::<Arc<Route>>().cloned();
         let token = match req.extensions().get::<Principal>() {
             Some(Principal::OAuth { token, .. }) => Some(token.clone()),
             _ => None,
         };
-        let mut inner = crate::layers::take(&mut self.inner);
+        let mut inner = next;
         let (Some(route), Some(token)) = (route.filter(|r| !r.require.is_empty()), token) else {
             return inner.call(req);
         };
         let (service, max_body, sets) = {
-            let runtime = self.shared.runtime.load();
+            let runtime = shared.runtime.load();
             let sets = runtime.sets.clone();
             (runtime.config.service_auth.audience(), runtime.config.limits.max_body as usize, sets)
         };
