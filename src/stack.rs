@@ -23,7 +23,7 @@ pub fn build(shared: &Arc<Shared>) -> HttpService {
         .layer(trace::layer(shared)) // span + access log; ClientInfo from trusted proxies
         .layer(metrics::layer(shared)) // in flight, latency, outcome by route
         .layer(limits::layer(shared)) // concurrency 503, body 413, timeout 504
-        .map_request(headers::strip_identity) // spoofed x-atproto-* gone before anyone reads them
+        .layer(headers::strip_layer(shared)) // spoofed x-atproto-* gone before anyone reads them
         .layer(router::layer(shared)) // inserts Arc<Route>       | 400 / 404 / 405
         .layer(auth::layer(shared)) // inserts Principal          | 401 / 503
         .layer(scope::stage::layer(shared)) // route requirements  | 403 / 400

@@ -41,6 +41,8 @@ pub struct Runtime {
     pub did_document: Option<bytes::Bytes>,
     /// Permission sets: pinned (`permission_sets.pinned_dir`), else resolved and cached.
     pub sets: Arc<SetResolver>,
+    /// App-password sessions, when any route uses `auth: app_password`.
+    pub sessions: Option<crate::auth::app_password::Sessions>,
 }
 
 /// Reads the pinned permission sets (`permission_sets.pinned_dir`).
@@ -143,7 +145,8 @@ impl Runtime {
                 .routes
                 .iter()
                 .any(|r| r.require.iter().any(|q| matches!(q, crate::config::Requirement::Include { .. })));
-        let needs_identity = uses_sets || config.routes.iter().any(|r| r.auth.service_auth || r.inject_handle);
+        let needs_identity =
+            uses_sets || config.routes.iter().any(|r| r.auth.service_auth || r.auth.app_password || r.inject_handle);
         let resolver = needs_identity.then(|| Resolver::new(&config.identity, outbound.clone()));
         let sets = Arc::new(SetResolver::new(pinned, resolver.clone().filter(|_| uses_sets)));
         let dpop = if config.routes.iter().any(|r| r.auth.dpop) {
@@ -169,6 +172,10 @@ impl Runtime {
             .iter()
             .map(|r| Arc::new(Route::new(r, upstreams[r.upstream].clone(), identity.clone())))
             .collect();
+        let sessions = resolver
+            .as_ref()
+            .filter(|_| config.routes.iter().any(|r| r.auth.app_password))
+            .map(|r| crate::auth::app_password::Sessions::new(&config.app_password, r.clone()));
         Ok(Runtime {
             routes: RouteTable::new(routes),
             upstreams,
@@ -178,6 +185,7 @@ impl Runtime {
             service,
             did_document: service_did_document(&config),
             sets,
+            sessions,
             config: Arc::new(config),
         })
     }

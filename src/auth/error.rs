@@ -5,6 +5,7 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
+use super::app_password::LoginError;
 use super::service::ServiceError;
 use crate::net::NetError;
 use crate::respond::Reject;
@@ -247,6 +248,12 @@ pub enum AuthError {
     /// A route taking `lxm` from the path, on a path that is not `/xrpc/<nsid>`.
     #[error("not an XRPC method path")]
     NotXrpc,
+    /// App-password credentials were refused, or the PDS could not say.
+    #[error("app-password login: {0}")]
+    AppPassword(super::app_password::LoginError),
+    /// Both `Authorization` and app-password headers.
+    #[error("ambiguous credentials")]
+    Ambiguous,
     /// The request reached the auth stage without a route (a pipeline bug).
     #[error("request was not routed")]
     NotRouted,
@@ -285,7 +292,10 @@ impl AuthError {
             AuthError::ServiceMissing => "AuthMissing",
             AuthError::Service(e) => e.name(),
             AuthError::Denied => "Forbidden",
-            AuthError::NotXrpc => "InvalidRequest",
+            AuthError::NotXrpc | AuthError::Ambiguous => "InvalidRequest",
+            AuthError::AppPassword(LoginError::Invalid(_)) => "AuthenticationRequired",
+            AuthError::AppPassword(LoginError::RateLimited { .. }) => "RateLimitExceeded",
+            AuthError::AppPassword(LoginError::Upstream(_)) => "UpstreamFailure",
         }
     }
 }
@@ -293,7 +303,9 @@ impl AuthError {
 impl Reject for AuthError {
     fn status(&self) -> StatusCode {
         match self {
-            AuthError::BadHeader | AuthError::NotXrpc => StatusCode::BAD_REQUEST,
+            AuthError::BadHeader | AuthError::NotXrpc | AuthError::Ambiguous => StatusCode::BAD_REQUEST,
+            AuthError::AppPassword(LoginError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            AuthError::AppPassword(LoginError::Upstream(_)) => StatusCode::BAD_GATEWAY,
             AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable | AuthError::IdentityUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -321,6 +333,14 @@ impl Reject for AuthError {
             AuthError::IdentityUnavailable(_) => "Identity resolution is temporarily unavailable".into(),
             AuthError::Denied => "This account may not use this route".into(),
             AuthError::NotXrpc => "Expected an XRPC method path /xrpc/<nsid>".into(),
+            AuthError::AppPassword(LoginError::Invalid(m)) => (*m).into(),
+            AuthError::AppPassword(LoginError::RateLimited { .. }) => {
+                "The PDS is rate limiting logins; retry later".into()
+            }
+            AuthError::AppPassword(LoginError::Upstream(_)) => "The account's PDS could not be reached".into(),
+            AuthError::Ambiguous => {
+                "Ambiguous credentials: send Authorization or app-password headers, not both".into()
+            }
         }
     }
     fn reason(&self) -> &'static str {
@@ -339,6 +359,10 @@ impl Reject for AuthError {
             AuthError::IdentityUnavailable(_) => "identity_unavailable",
             AuthError::Denied => "denied",
             AuthError::NotXrpc => "not_xrpc",
+            AuthError::AppPassword(LoginError::Invalid(_)) => "app_password_invalid",
+            AuthError::AppPassword(LoginError::RateLimited { .. }) => "app_password_rate_limited",
+            AuthError::AppPassword(LoginError::Upstream(_)) => "app_password_upstream",
+            AuthError::Ambiguous => "ambiguous_credentials",
         }
     }
     fn headers(&self, headers: &mut HeaderMap) {
@@ -355,6 +379,10 @@ impl Reject for AuthError {
             }
             AuthError::ServiceMissing => challenge(Scheme::Bearer, None, None),
             AuthError::Service(e) => challenge(Scheme::Bearer, Some("invalid_token"), Some(&e.message())),
+            AuthError::AppPassword(LoginError::RateLimited { retry_after }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                return;
+            }
             _ => return,
         };
         if let Ok(v) = HeaderValue::from_str(&value) {

@@ -4,6 +4,7 @@
 //! `Principal` into the request extensions, or answers with the verifier's error.
 //! Verifiers are plain `async fn`s, testable without tower.
 
+pub mod app_password;
 pub mod dpop;
 mod error;
 pub mod issuer;
@@ -43,6 +44,8 @@ pub enum Principal {
     },
     /// An inter-service JWT signed by the user's DID key.
     Service(service::ServiceToken),
+    /// An app-password session opened with the user's PDS.
+    AppPassword(Arc<app_password::AppSession>),
 }
 
 /// The principal's handle, verified both ways (DID document and handle resolution);
@@ -77,6 +80,11 @@ impl Principal {
                 }
                 put(&names.aud, &token.aud);
             }
+            Principal::AppPassword(session) => {
+                put(&names.did, &session.did);
+                put(&names.auth, "app-password");
+                put(&names.handle, &session.handle);
+            }
         }
     }
 
@@ -86,6 +94,7 @@ impl Principal {
             Principal::Anonymous => None,
             Principal::OAuth { token, .. } => Some(&token.sub),
             Principal::Service(token) => Some(&token.did),
+            Principal::AppPassword(session) => Some(&session.did),
         }
     }
 }
@@ -105,6 +114,25 @@ pub async fn authenticate(
     let kinds = route.auth;
     if kinds.is_public() {
         return Ok(Principal::Anonymous);
+    }
+    if kinds.app_password {
+        match req.extensions.get::<crate::proxy::headers::AppPasswordHeaders>() {
+            Some(_) if req.headers.contains_key(header::AUTHORIZATION) => return Err(AuthError::Ambiguous),
+            Some(creds) => {
+                let sessions = runtime.sessions.as_ref().ok_or(AuthError::NotRouted)?;
+                let session = sessions.authenticate(creds).await?;
+                if !route.policy.admits(&session.did) {
+                    return Err(AuthError::Denied);
+                }
+                return Ok(Principal::AppPassword(session));
+            }
+            None if !kinds.dpop && !kinds.service_auth => {
+                return Err(AuthError::AppPassword(app_password::LoginError::Invalid(
+                    "both the handle and the app password headers are required",
+                )));
+            }
+            None => {}
+        }
     }
     let mut values = req.headers.get_all(header::AUTHORIZATION).iter();
     let service_token = match (values.next(), values.next()) {

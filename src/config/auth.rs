@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::raw::{RawDpop, RawIdentityHeaders, RawIssuer, RawOutbound, RawPublicKey};
+use super::raw::{RawAppPassword, RawDpop, RawIdentityHeaders, RawIssuer, RawOutbound, RawPublicKey};
 use super::validate::Validator;
-use super::{DpopConfig, IdentityHeaders, IssuerConfig, KeySource, OutboundConfig, Place, SecretRef};
+use super::{
+    AppPasswordConfig, DpopConfig, IdentityHeaders, IssuerConfig, KeySource, OutboundConfig, Place, SecretRef,
+};
 use crate::jose::Jwk;
 
 const TOKEN_ALGS: [&str; 3] = ["ES256", "ES256K", "HS256"];
@@ -204,6 +206,37 @@ impl Validator<'_> {
         }
     }
 
+    pub(super) fn app_password(&mut self, raw: &RawAppPassword) -> AppPasswordConfig {
+        let d = AppPasswordConfig::default();
+        let name = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default: http::HeaderName| {
+            let Some(value) = value else { return default };
+            v.check(value, format!("app_password.{field}"), |s| {
+                let lower = s.to_ascii_lowercase();
+                match http::HeaderName::from_bytes(lower.as_bytes()) {
+                    Ok(h) if crate::proxy::headers::is_identity_header(&lower) => Ok(h),
+                    _ => Err(format!("invalid header name {s:?} (must start with x-atproto- or x-atgate-, so that it is always stripped before forwarding)")),
+                }
+            })
+            .unwrap_or(default)
+        };
+        AppPasswordConfig {
+            handle_header: name(self, &raw.handle_header, "handle_header", d.handle_header),
+            password_header: name(self, &raw.password_header, "password_header", d.password_header),
+            require_format: raw.require_format.unwrap_or(d.require_format),
+            allow_main_password: raw.allow_main_password,
+            allow_takendown: raw.allow_takendown,
+            failure_ttl: self.duration(&raw.failure_ttl, "app_password.failure_ttl", d.failure_ttl),
+            cache_capacity: match &raw.cache_capacity {
+                Some(n) => self
+                    .check(n, "app_password.cache_capacity", |&n| {
+                        if n == 0 { Err("must be at least 1".to_owned()) } else { Ok(n) }
+                    })
+                    .unwrap_or(d.cache_capacity),
+                None => d.cache_capacity,
+            },
+        }
+    }
+
     pub(super) fn identity_headers(&mut self, raw: &RawIdentityHeaders) -> IdentityHeaders {
         let d = IdentityHeaders::default();
         let name = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default: http::HeaderName| {
@@ -227,6 +260,7 @@ impl Validator<'_> {
             lxm: name(self, &raw.lxm, "lxm", d.lxm),
             aud: name(self, &raw.aud, "aud", d.aud),
             handle: name(self, &raw.handle, "handle", d.handle),
+            pds: name(self, &raw.pds, "pds", d.pds),
         }
     }
 

@@ -64,6 +64,8 @@ pub struct Config {
     pub service_auth: ServiceAuthConfig,
     /// A directory of pinned permission-set lexicons (`*.json`), read at start.
     pub permission_sets: Option<FileRef>,
+    /// Per-request app-password credentials.
+    pub app_password: AppPasswordConfig,
 }
 
 /// Names of the identity headers sent upstream. Each must start with `x-atproto-` or
@@ -86,6 +88,8 @@ pub struct IdentityHeaders {
     pub aud: http::HeaderName,
     /// The verified handle. Default `x-atproto-handle`.
     pub handle: http::HeaderName,
+    /// An app-password session's PDS (`forward_pds_session`). Default `x-atproto-pds`.
+    pub pds: http::HeaderName,
 }
 
 impl Default for IdentityHeaders {
@@ -99,6 +103,7 @@ impl Default for IdentityHeaders {
             lxm: http::HeaderName::from_static("x-atproto-lxm"),
             aud: http::HeaderName::from_static("x-atproto-aud"),
             handle: http::HeaderName::from_static("x-atproto-handle"),
+            pds: http::HeaderName::from_static("x-atproto-pds"),
         }
     }
 }
@@ -205,12 +210,47 @@ pub struct AuthMethods {
     pub dpop: bool,
     /// `Authorization: Bearer <service JWT>` signed by the user's DID key.
     pub service_auth: bool,
+    /// A handle (or DID) and an app password in headers, exchanged for a PDS session.
+    pub app_password: bool,
 }
 
 impl AuthMethods {
     /// Whether the route is public.
     pub fn is_public(self) -> bool {
-        !self.dpop && !self.service_auth
+        !self.dpop && !self.service_auth && !self.app_password
+    }
+}
+
+/// `app_password:`: per-request app-password credentials.
+#[derive(Debug, Clone)]
+pub struct AppPasswordConfig {
+    /// Header carrying the handle or DID. Default `x-atproto-handle`.
+    pub handle_header: http::HeaderName,
+    /// Header carrying the app password. Default `x-atproto-password`.
+    pub password_header: http::HeaderName,
+    /// Require the `xxxx-xxxx-xxxx-xxxx` app-password format. Default true.
+    pub require_format: bool,
+    /// Accept main-password sessions (`com.atproto.access`). Default false.
+    pub allow_main_password: bool,
+    /// Accept taken-down accounts. Default false.
+    pub allow_takendown: bool,
+    /// How long a failed login is remembered. Default 60s.
+    pub failure_ttl: Duration,
+    /// Most sessions cached. Default 100,000.
+    pub cache_capacity: u64,
+}
+
+impl Default for AppPasswordConfig {
+    fn default() -> Self {
+        AppPasswordConfig {
+            handle_header: http::HeaderName::from_static("x-atproto-handle"),
+            password_header: http::HeaderName::from_static("x-atproto-password"),
+            require_format: true,
+            allow_main_password: false,
+            allow_takendown: false,
+            failure_ttl: Duration::from_secs(60),
+            cache_capacity: 100_000,
+        }
     }
 }
 
@@ -563,6 +603,9 @@ pub struct RouteConfig {
     pub policy: PrincipalPolicy,
     /// Permissions every request needs.
     pub require: Vec<Requirement>,
+    /// App-password routes: send the user's PDS and `Authorization: Bearer <accessJwt>`
+    /// upstream. Default false.
+    pub forward_pds_session: bool,
     /// Path change before forwarding.
     pub rewrite: Option<Rewrite>,
 }

@@ -96,6 +96,23 @@ pub(super) struct RawConfig {
     pub(super) identity: RawIdentity,
     pub(super) service_auth: Option<RawServiceAuth>,
     pub(super) permission_sets: Option<RawPermissionSets>,
+    #[serde(default)]
+    pub(super) app_password: RawAppPassword,
+}
+
+/// `app_password:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAppPassword {
+    pub(super) handle_header: Option<Spanned<String>>,
+    pub(super) password_header: Option<Spanned<String>>,
+    pub(super) require_format: Option<bool>,
+    #[serde(default)]
+    pub(super) allow_main_password: bool,
+    #[serde(default)]
+    pub(super) allow_takendown: bool,
+    pub(super) failure_ttl: Option<Spanned<String>>,
+    pub(super) cache_capacity: Option<Spanned<u64>>,
 }
 
 /// `permission_sets:`.
@@ -152,6 +169,7 @@ pub(super) struct RawIdentityHeaders {
     pub(super) lxm: Option<Spanned<String>>,
     pub(super) aud: Option<Spanned<String>>,
     pub(super) handle: Option<Spanned<String>>,
+    pub(super) pds: Option<Spanned<String>>,
 }
 
 /// `dpop:`.
@@ -275,6 +293,8 @@ pub(super) struct RawRoute {
     pub(super) deny_dids: Vec<Spanned<String>>,
     pub(super) allow_pds: Option<Vec<Spanned<String>>>,
     pub(super) require: Option<Spanned<RawRequire>>,
+    #[serde(default)]
+    pub(super) forward_pds_session: Option<Spanned<bool>>,
     #[serde(default)]
     pub(super) forward_credentials: bool,
     pub(super) strip_prefix: Option<Spanned<String>>,

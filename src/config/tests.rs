@@ -26,7 +26,7 @@ fn example_config_parses() {
     assert_eq!(c.limits.max_body, 10 << 20);
     assert_eq!(c.routes.len(), 7);
     let skeleton = c.routes.iter().find(|r| r.name == "feed-skeleton").unwrap();
-    assert_eq!(skeleton.auth, crate::config::AuthMethods { dpop: false, service_auth: true });
+    assert_eq!(skeleton.auth, crate::config::AuthMethods { service_auth: true, ..Default::default() });
     assert_eq!(skeleton.lxm, crate::config::Lxm::FromPath);
     assert_eq!(c.service_auth.did.as_deref(), Some("did:web:gateway.example.com"));
     assert_eq!(c.service_auth.service_id, "bsky_fg");

@@ -319,6 +319,7 @@ impl Validator<'_> {
                 .permission_sets
                 .as_ref()
                 .map(|p| self.file(&p.pinned_dir, "permission_sets.pinned_dir")),
+            app_password: self.app_password(&raw.app_password),
         }
     }
 
@@ -417,13 +418,16 @@ impl Validator<'_> {
                     "none" => {}
                     "dpop" => methods.dpop = true,
                     "service_auth" => methods.service_auth = true,
+                    "app_password" => methods.app_password = true,
                     other => {
-                        return Err(format!("unknown auth method {other:?} (expected: none, dpop or service_auth)"));
+                        return Err(format!(
+                            "unknown auth method {other:?} (expected: none, dpop, service_auth or app_password)"
+                        ));
                     }
                 }
             }
             if list.0.is_empty() || (public && !methods.is_public()) {
-                return Err("auth is none, or a list of dpop and service_auth".to_owned());
+                return Err("auth is none, or a list of dpop, service_auth and app_password".to_owned());
             }
             Ok(methods)
         });
@@ -438,6 +442,14 @@ impl Validator<'_> {
             None => false,
         };
         let require = self.require(raw.require.as_ref(), field, kinds, &lxm);
+        let forward_pds_session = match &raw.forward_pds_session {
+            Some(f) if f.value && !kinds.app_password => {
+                self.error(Place::of(f), format!("{field}.forward_pds_session"), "applies only to app_password routes");
+                false
+            }
+            Some(f) => f.value,
+            None => false,
+        };
         let path = path?;
         let rewrite = self.rewrite(raw, field, &path);
         Some(RouteConfig {
@@ -451,6 +463,7 @@ impl Validator<'_> {
             inject_handle,
             policy,
             require,
+            forward_pds_session,
             rewrite: rewrite.ok()?,
         })
     }

@@ -123,6 +123,50 @@ impl Outbound {
         self.get(url, "text/plain, */*", false).await
     }
 
+    /// `POST url` with a JSON body (and a bearer token), for XRPC procedures at a PDS: the
+    /// status, `Retry-After` in seconds if any, and the body as JSON (`Null` if not JSON).
+    /// Non-2xx answers are returned, not errors, so that callers can read XRPC errors.
+    pub async fn post_json(
+        &self,
+        url: &url::Url,
+        body: Option<&serde_json::Value>,
+        bearer: Option<&str>,
+    ) -> Result<(StatusCode, Option<u64>, serde_json::Value), NetError> {
+        self.check_url(url)?;
+        let uri: http::Uri = url.as_str().parse().map_err(|_| NetError::Url("unparseable".into()))?;
+        let mut req = Request::post(uri)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, concat!("atgate/", env!("CARGO_PKG_VERSION")));
+        if let Some(token) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let req = match body {
+            Some(json) => req.header(header::CONTENT_TYPE, "application/json").body(body::full(json.to_string())),
+            None => req.body(body::empty()),
+        }
+        .map_err(|_| NetError::Url("unparseable".into()))?;
+        let max = self.policy.max_response_bytes as usize;
+        let fetch = async {
+            let res = self.client.request(req).await.map_err(|e| classify(&e))?;
+            let status = res.status();
+            let retry_after = res
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let bytes = Limited::new(res.into_body(), max).collect().await.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    NetError::TooLarge
+                } else {
+                    NetError::Transport(e.to_string())
+                }
+            })?;
+            let json = serde_json::from_slice(&bytes.to_bytes()).unwrap_or(serde_json::Value::Null);
+            Ok((status, retry_after, json))
+        };
+        tokio::time::timeout(self.policy.timeout, fetch).await.map_err(|_| NetError::Timeout)?
+    }
+
     async fn get(&self, url: &url::Url, accept: &'static str, json: bool) -> Result<Bytes, NetError> {
         self.check_url(url)?;
         let uri: http::Uri = url.as_str().parse().map_err(|_| NetError::Url("unparseable".into()))?;

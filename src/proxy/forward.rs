@@ -89,12 +89,16 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client = req.extensions_mut().remove::<ClientInfo>();
     let conn = req.extensions().get::<super::forwarded::ConnInfo>().copied();
+    let own_authorization = req.extensions_mut().remove::<super::headers::UpstreamAuthorization>();
 
     let headers = req.headers_mut();
     remove_hop_by_hop(headers, upgrade);
     if !route.forward_credentials {
         headers.remove(header::AUTHORIZATION);
         headers.remove("dpop");
+    }
+    if let Some(auth) = own_authorization {
+        headers.insert(header::AUTHORIZATION, auth.0);
     }
     if let Some(client) = &client {
         set_forwarded(headers, client, conn.map(|c| c.peer.ip()));

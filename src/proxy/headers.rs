@@ -16,17 +16,71 @@ pub fn is_identity_header(name: &str) -> bool {
     prefixed(b"x-atproto-") || prefixed(b"x-atgate-")
 }
 
-/// Removes every identity header a client sent. Runs on every request, before routing.
-pub fn strip_identity(mut req: Request<Body>) -> Request<Body> {
-    let headers = req.headers_mut();
-    if headers.keys().any(|k| is_identity_header(k.as_str())) {
-        let spoofed: Vec<HeaderName> = headers.keys().filter(|k| is_identity_header(k.as_str())).cloned().collect();
-        for name in spoofed {
-            headers.remove(&name);
-        }
-    }
-    req
+/// App-password credentials taken out of the request headers by the strip stage, for the
+/// auth stage alone. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppPasswordHeaders {
+    /// The handle or DID header, if sent.
+    pub identifier: Option<String>,
+    /// The password header, if sent.
+    pub password: Option<String>,
 }
+
+impl std::fmt::Debug for AppPasswordHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppPasswordHeaders")
+            .field("identifier", &self.identifier)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Removes every identity header a client sent (keeping the app-password headers' values
+/// in an [`AppPasswordHeaders`] extension for the auth stage). Runs on every request,
+/// before routing.
+pub struct Strip;
+
+/// Removes every identity header (any spelling) from `headers`; returns the values of the
+/// app-password headers `names` (handle, password) when either was sent.
+pub fn strip_identity(headers: &mut HeaderMap, names: (&HeaderName, &HeaderName)) -> Option<AppPasswordHeaders> {
+    if !headers.keys().any(|k| is_identity_header(k.as_str())) {
+        return None;
+    }
+    let text = |n: &HeaderName| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let credentials = AppPasswordHeaders { identifier: text(names.0), password: text(names.1) };
+    let spoofed: Vec<HeaderName> = headers.keys().filter(|k| is_identity_header(k.as_str())).cloned().collect();
+    for name in spoofed {
+        headers.remove(&name);
+    }
+    (credentials.identifier.is_some() || credentials.password.is_some()).then_some(credentials)
+}
+
+impl crate::layers::Stage for Strip {
+    fn call<S: crate::layers::Next>(
+        shared: &std::sync::Arc<crate::state::Shared>,
+        mut req: Request<Body>,
+        mut next: S,
+    ) -> crate::body::HttpFuture {
+        if req.headers().keys().any(|k| is_identity_header(k.as_str())) {
+            let runtime = shared.runtime.load();
+            let a = &runtime.config.app_password;
+            if let Some(credentials) = strip_identity(req.headers_mut(), (&a.handle_header, &a.password_header)) {
+                req.extensions_mut().insert(credentials);
+            }
+        }
+        next.call(req)
+    }
+}
+
+/// Builds the strip stage.
+pub fn strip_layer(shared: &std::sync::Arc<crate::state::Shared>) -> crate::layers::StageLayer<Strip> {
+    crate::layers::StageLayer::new(shared)
+}
+
+/// An `Authorization` value atgate itself sends upstream (an app-password session's access
+/// token on `forward_pds_session` routes); the forwarder sets it after dropping the client's.
+#[derive(Clone)]
+pub struct UpstreamAuthorization(pub HeaderValue);
 
 /// Sets the identity headers for the principal the auth stage inserted.
 pub fn inject_identity(mut req: Request<Body>) -> Request<Body> {
@@ -37,6 +91,16 @@ pub fn inject_identity(mut req: Request<Body>) -> Request<Body> {
         principal.write_headers(&names, req.headers_mut());
         if let Some(v) = handle.and_then(|h| HeaderValue::from_str(&h.0).ok()) {
             req.headers_mut().insert(names.handle.clone(), v);
+        }
+        let forward_session =
+            req.extensions().get::<std::sync::Arc<crate::router::Route>>().is_some_and(|r| r.forward_pds_session);
+        if let (true, Principal::AppPassword(session)) = (forward_session, &principal) {
+            if let Ok(v) = HeaderValue::from_str(session.pds.as_str().trim_end_matches('/')) {
+                req.headers_mut().insert(names.pds.clone(), v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", session.access_jwt)) {
+                req.extensions_mut().insert(UpstreamAuthorization(v));
+            }
         }
     }
     req
@@ -98,11 +162,20 @@ mod tests {
             .header("X_Atproto_Did", "did:plc:evil")
             .header("x-atproto-auth", "oauth")
             .header("accept", "*/*")
+            .header("x-atproto-password", "abcd-efgh-ijkl-mn23")
             .body(crate::body::empty())
             .unwrap();
-        let req = strip_identity(req);
-        assert_eq!(req.headers().len(), 1);
-        assert!(req.headers().contains_key("accept"));
+        let (handle, password) =
+            (HeaderName::from_static("x-atproto-handle"), HeaderName::from_static("x-atproto-password"));
+        let mut headers = req.headers().clone();
+        let creds = strip_identity(&mut headers, (&handle, &password)).unwrap();
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("accept"));
+        assert_eq!((creds.identifier, creds.password.as_deref()), (None, Some("abcd-efgh-ijkl-mn23")));
+        assert!(
+            !format!("{:?}", AppPasswordHeaders { identifier: None, password: Some("secret".into()) })
+                .contains("secret")
+        );
     }
 
     #[test]

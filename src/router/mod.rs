@@ -42,6 +42,8 @@ pub struct Route {
     pub policy: PrincipalPolicy,
     /// Permissions every request needs.
     pub require: Vec<Requirement>,
+    /// Send the app-password session's PDS and access token upstream.
+    pub forward_pds_session: bool,
     /// Whether `Authorization` and `DPoP` reach the upstream.
     pub forward_credentials: bool,
     /// Path change before forwarding.
@@ -63,6 +65,7 @@ impl Route {
             inject_handle: config.inject_handle,
             policy: config.policy.clone(),
             require: config.require.clone(),
+            forward_pds_session: config.forward_pds_session,
             forward_credentials: config.forward_credentials,
             rewrite: config.rewrite.clone(),
             identity,

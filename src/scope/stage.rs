@@ -255,12 +255,15 @@ pub fn layer(shared: &Arc<Shared>) -> StageLayer<Authorize> {
 impl Stage for Authorize {
     fn call<S: Next>(shared: &Arc<Shared>, mut req: Request<Body>, next: S) -> HttpFuture {
         let route = req.extensions().get::<Arc<Route>>().cloned();
-        let token = match req.extensions().get::<Principal>() {
-            Some(Principal::OAuth { token, .. }) => Some(token.clone()),
+        // What the principal holds: the token's scopes, or an app password's mapping (§12.3).
+        // Service JWTs were held to the route's lxm and aud already.
+        let granted = match req.extensions().get::<Principal>() {
+            Some(Principal::OAuth { token, .. }) => Some(token.granted.clone()),
+            Some(Principal::AppPassword(session)) => Some(session.granted.clone()),
             _ => None,
         };
         let mut inner = next;
-        let (Some(route), Some(token)) = (route.filter(|r| !r.require.is_empty()), token) else {
+        let (Some(route), Some(granted)) = (route.filter(|r| !r.require.is_empty()), granted) else {
             return inner.call(req);
         };
         let (service, max_body, sets) = {
@@ -269,7 +272,7 @@ impl Stage for Authorize {
             (runtime.config.service_auth.audience(), runtime.config.limits.max_body as usize, sets)
         };
         Box::pin(async move {
-            match authorize(&route, &token.granted, &sets, service.as_deref(), max_body, &mut req).await {
+            match authorize(&route, &granted, &sets, service.as_deref(), max_body, &mut req).await {
                 Ok(()) => inner.call(req).await,
                 Err(e) => {
                     tracing::debug!(route = %route.name.0, error = %e, "not authorized");

@@ -1,0 +1,352 @@
+//! Per-request app-password credentials (ATPROTO-AUTH.md §12): a handle (or DID) and an app
+//! password in headers become a verified DID by opening a session with the user's PDS,
+//! cached so that the PDS sees one login per password per access-token lifetime.
+//!
+//! The password never leaves this module except toward the user's own PDS: it is held in
+//! the request extension the strip stage made, compared by HMAC, and never logged.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::error::AuthError;
+use crate::config::AppPasswordConfig;
+use crate::identity::{IdentityError, Resolver, is_did};
+use crate::jose::b64url_decode;
+use crate::proxy::headers::AppPasswordHeaders;
+use crate::scope::Granted;
+
+/// What an app password may do (§12.3), from the session's access-token `scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    /// `com.atproto.appPass`.
+    AppPass,
+    /// `com.atproto.appPassPrivileged` (adds `chat.bsky.*`).
+    Privileged,
+    /// `com.atproto.access`: a main password (refused unless allowed).
+    Main,
+}
+
+impl SessionKind {
+    /// The scopes the session counts as (§12.3).
+    pub fn granted(self) -> Granted {
+        Granted::parse(match self {
+            SessionKind::AppPass => "atproto transition:generic transition:email",
+            SessionKind::Privileged => "atproto transition:generic transition:email transition:chat.bsky",
+            SessionKind::Main => {
+                "atproto transition:generic transition:email transition:chat.bsky account:email?action=manage \
+                 account:repo?action=manage account:status?action=manage identity:*"
+            }
+        })
+    }
+}
+
+/// A verified app-password session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSession {
+    /// The account DID.
+    pub did: String,
+    /// The handle, verified both ways.
+    pub handle: String,
+    /// The PDS that opened the session.
+    pub pds: url::Url,
+    /// The session's access JWT (sent upstream only with `forward_pds_session`).
+    pub access_jwt: String,
+    /// What the session may do.
+    pub kind: SessionKind,
+    /// `exp` of the access JWT, Unix seconds.
+    pub exp: u64,
+    /// The permissions of `kind`.
+    pub granted: Granted,
+}
+
+/// Why a login did not yield a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    /// Missing, malformed, or rejected credentials: 401.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// The PDS rate-limits logins: 429 with `Retry-After`.
+    #[error("the PDS is rate limiting logins")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// The PDS or identity resolution failed: 502.
+    #[error("the PDS could not be reached: {0}")]
+    Upstream(String),
+}
+
+#[derive(Clone)]
+struct Entry {
+    result: Result<Arc<AppSession>, LoginError>,
+    /// HMAC of the password, compared again in constant time on every hit.
+    mac: [u8; 32],
+    until: Instant,
+}
+
+struct EntryExpiry;
+
+impl moka::Expiry<(String, [u8; 32]), Entry> for EntryExpiry {
+    fn expire_after_create(&self, _: &(String, [u8; 32]), e: &Entry, now: Instant) -> Option<Duration> {
+        Some(e.until.saturating_duration_since(now))
+    }
+    fn expire_after_update(
+        &self,
+        k: &(String, [u8; 32]),
+        e: &Entry,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(k, e, now)
+    }
+}
+
+/// Sessions by `(DID, HMAC(process key, password))`, and refresh tokens to renew them.
+pub struct Sessions {
+    config: AppPasswordConfig,
+    resolver: Arc<Resolver>,
+    key: aws_lc_rs::hmac::Key,
+    cache: moka::future::Cache<(String, [u8; 32]), Entry>,
+    /// Refresh tokens of expired sessions, kept for their 90-day life (bounded).
+    refresh: moka::sync::Cache<(String, [u8; 32]), String>,
+    /// DIDs whose PDS said 429, until when.
+    backoff: moka::sync::Cache<String, Instant>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").field("cached", &self.cache.entry_count()).finish_non_exhaustive()
+    }
+}
+
+/// How long before the access JWT's `exp` a session stops being used.
+const MARGIN: u64 = 60;
+
+/// `^[a-z2-7]{4}(-[a-z2-7]{4}){3}$`.
+pub fn is_app_password(p: &str) -> bool {
+    p.len() == 19
+        && p.split('-').count() == 4
+        && p.split('-').all(|g| g.len() == 4 && g.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7')))
+}
+
+impl Sessions {
+    /// A session cache resolving identities through `resolver`.
+    pub fn new(config: &AppPasswordConfig, resolver: Arc<Resolver>) -> Sessions {
+        let mut secret = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut secret).expect("the system RNG works");
+        let capacity = config.cache_capacity;
+        Sessions {
+            config: config.clone(),
+            resolver,
+            key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secret),
+            cache: moka::future::Cache::builder().max_capacity(capacity).expire_after(EntryExpiry).build(),
+            refresh: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(Duration::from_secs(90 * 86_400))
+                .build(),
+            backoff: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+        }
+    }
+
+    /// Sessions cached now (approximate).
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Authenticates a request's app-password headers.
+    pub async fn authenticate(&self, creds: &AppPasswordHeaders) -> Result<Arc<AppSession>, AuthError> {
+        let bad = |m| AuthError::AppPassword(LoginError::Invalid(m));
+        let (Some(identifier), Some(password)) = (&creds.identifier, &creds.password) else {
+            return Err(bad("both the handle and the app password headers are required"));
+        };
+        let identifier = identifier.trim().to_ascii_lowercase();
+        if password.is_empty() || password.len() > 512 {
+            return Err(bad("Invalid identifier or app password"));
+        }
+        if self.config.require_format && !is_app_password(password) {
+            return Err(bad("an app password (xxxx-xxxx-xxxx-xxxx) is required"));
+        }
+        let (did, handle) = self.identify(&identifier).await?;
+        let mac: [u8; 32] =
+            aws_lc_rs::hmac::sign(&self.key, password.as_bytes()).as_ref().try_into().expect("32 bytes");
+        let key = (did.clone(), mac);
+        if let Some(until) = self.backoff.get(&did)
+            && until > Instant::now()
+        {
+            let retry_after = until.saturating_duration_since(Instant::now()).as_secs().max(1);
+            return Err(AuthError::AppPassword(LoginError::RateLimited { retry_after }));
+        }
+        let entry =
+            self.cache.get_with_by_ref(&key, async { self.login(&did, &handle, password, mac, &key).await }).await;
+        if aws_lc_rs::constant_time::verify_slices_are_equal(&entry.mac, &mac).is_err() {
+            return Err(bad("Invalid identifier or app password"));
+        }
+        entry.result.map_err(AuthError::AppPassword)
+    }
+
+    /// Handle (or DID) -> DID and verified handle.
+    async fn identify(&self, identifier: &str) -> Result<(String, String), AuthError> {
+        let invalid = || AuthError::AppPassword(LoginError::Invalid("Invalid identifier or app password"));
+        let identity_error = |e: IdentityError| match e {
+            IdentityError::Unavailable(cause) => AuthError::AppPassword(LoginError::Upstream(cause.to_string())),
+            _ => invalid(),
+        };
+        if is_did(identifier) {
+            let handle = self.resolver.verified_handle(identifier).await.ok_or_else(invalid)?;
+            return Ok((identifier.to_owned(), handle));
+        }
+        let did = self.resolver.resolve_handle(identifier).await.ok_or_else(invalid)?;
+        let doc = self.resolver.resolve(&did).await.map_err(identity_error)?;
+        // Bidirectional: the DID document must claim this handle back.
+        if doc.handle.as_deref() != Some(identifier) {
+            return Err(invalid());
+        }
+        Ok((did, identifier.to_owned()))
+    }
+
+    /// One login (or refresh) at the PDS; the result is cached either way.
+    async fn login(&self, did: &str, handle: &str, password: &str, mac: [u8; 32], key: &(String, [u8; 32])) -> Entry {
+        let failure = |e: LoginError, ttl: Duration| Entry { result: Err(e), mac, until: Instant::now() + ttl };
+        let doc = match self.resolver.resolve(did).await {
+            Ok(doc) => doc,
+            Err(e) => return failure(LoginError::Upstream(e.to_string()), Duration::from_secs(5)),
+        };
+        let Some(pds) = doc.pds.clone() else {
+            return failure(LoginError::Invalid("the account's DID document names no PDS"), self.config.failure_ttl);
+        };
+        let net = self.resolver.net();
+        // A refresh token from an earlier session of the same password renews without a login.
+        let mut answer = None;
+        if let Some(refresh) = self.refresh.remove(key) {
+            let url = pds.join("/xrpc/com.atproto.server.refreshSession").expect("a valid path");
+            if let Ok((status, _, body)) = net.post_json(&url, None, Some(&refresh)).await
+                && status.is_success()
+            {
+                answer = Some(body);
+            }
+        }
+        let body = match answer {
+            Some(body) => body,
+            None => {
+                let url = pds.join("/xrpc/com.atproto.server.createSession").expect("a valid path");
+                let request = json!({"identifier": handle, "password": password});
+                match net.post_json(&url, Some(&request), None).await {
+                    Ok((status, _, body)) if status.is_success() => body,
+                    Ok((status, retry, _)) if status.as_u16() == 429 => {
+                        let wait = Duration::from_secs(retry.unwrap_or(60).clamp(1, 3600));
+                        self.backoff.insert(did.to_owned(), Instant::now() + wait);
+                        tracing::warn!(did, "PDS rate-limited an app-password login; backing off");
+                        return failure(LoginError::RateLimited { retry_after: wait.as_secs() }, wait);
+                    }
+                    Ok((status, _, _)) if status.is_client_error() => {
+                        return failure(
+                            LoginError::Invalid("Invalid identifier or app password"),
+                            self.config.failure_ttl,
+                        );
+                    }
+                    Ok((status, _, _)) => {
+                        return failure(
+                            LoginError::Upstream(format!("createSession answered {status}")),
+                            Duration::from_secs(5),
+                        );
+                    }
+                    Err(e) => return failure(LoginError::Upstream(e.to_string()), Duration::from_secs(5)),
+                }
+            }
+        };
+        match self.session_from(did, handle, pds, &body) {
+            Ok((session, refresh)) => {
+                if let Some(refresh) = refresh {
+                    self.refresh.insert(key.clone(), refresh);
+                }
+                let until = Instant::now()
+                    + Duration::from_secs(session.exp.saturating_sub(crate::auth::now_ms() / 1000 + MARGIN));
+                Entry { result: Ok(Arc::new(session)), mac, until }
+            }
+            Err(e) => failure(e, self.config.failure_ttl),
+        }
+    }
+
+    /// Checks a createSession/refreshSession answer and reads the access JWT's claims
+    /// (unverified: the PDS is reached over TLS and the token is not trusted for more).
+    fn session_from(
+        &self,
+        did: &str,
+        handle: &str,
+        pds: url::Url,
+        body: &Value,
+    ) -> Result<(AppSession, Option<String>), LoginError> {
+        let refused = LoginError::Invalid;
+        if body.get("did").and_then(Value::as_str) != Some(did) {
+            return Err(refused("the PDS opened a session for another account"));
+        }
+        if body.get("active") == Some(&Value::Bool(false)) && !self.config.allow_takendown {
+            return Err(refused("the account is not active"));
+        }
+        let access = body.get("accessJwt").and_then(Value::as_str).ok_or(refused("no access token"))?;
+        let claims = access
+            .split('.')
+            .nth(1)
+            .and_then(b64url_decode)
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .ok_or(refused("unreadable access token"))?;
+        let kind = match claims.get("scope").and_then(Value::as_str) {
+            Some("com.atproto.appPass") => SessionKind::AppPass,
+            Some("com.atproto.appPassPrivileged") => SessionKind::Privileged,
+            Some("com.atproto.access") if self.config.allow_main_password => SessionKind::Main,
+            Some("com.atproto.access") => return Err(refused("main passwords are refused; use an app password")),
+            Some("com.atproto.takendown") if self.config.allow_takendown => SessionKind::AppPass,
+            _ => return Err(refused("the session's scope is not an app-password scope")),
+        };
+        let exp = claims.get("exp").and_then(Value::as_u64).ok_or(refused("no exp in the access token"))?;
+        let session = AppSession {
+            did: did.to_owned(),
+            handle: handle.to_owned(),
+            pds,
+            access_jwt: access.to_owned(),
+            kind,
+            exp,
+            granted: kind.granted(),
+        };
+        Ok((session, body.get("refreshJwt").and_then(Value::as_str).map(str::to_owned)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_password_format() {
+        assert!(is_app_password("abcd-efgh-ijkl-mn23"));
+        for bad in [
+            "abcd-efgh-ijkl-mn2",
+            "ABCD-efgh-ijkl-mn23",
+            "abcd-efgh-ijkl-mn01",
+            "abcdefghijklmnop",
+            "abcd-efgh-ijkl-mn23-",
+        ] {
+            assert!(!is_app_password(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn permission_mapping() {
+        use crate::scope::{Check, RepoAction};
+        let rpc = |lxm: &str| Check::Rpc { lxm: lxm.into(), aud: "did:web:x.example.com#svc".into() };
+        let app = SessionKind::AppPass.granted();
+        assert!(app.allows(&Check::Repo { collection: "app.bsky.feed.post".into(), action: RepoAction::Create }));
+        assert!(app.allows(&rpc("app.bsky.feed.getTimeline")));
+        assert!(!app.allows(&rpc("chat.bsky.convo.getLog")));
+        assert!(app.allows(&Check::Account { attr: "email".into(), manage: false }));
+        assert!(!app.allows(&Check::Account { attr: "email".into(), manage: true }));
+        assert!(!app.allows(&Check::Identity { attr: "handle".into() }));
+        assert!(SessionKind::Privileged.granted().allows(&rpc("chat.bsky.convo.getLog")));
+        assert!(SessionKind::Main.granted().allows(&Check::Identity { attr: "handle".into() }));
+    }
+}
