@@ -42,8 +42,8 @@ impl SessionKind {
     }
 }
 
-/// A verified app-password session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A verified app-password session. `Debug` leaves the access token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AppSession {
     /// The account DID.
     pub did: String,
@@ -59,6 +59,18 @@ pub struct AppSession {
     pub exp: u64,
     /// The permissions of `kind`.
     pub granted: Granted,
+}
+
+impl std::fmt::Debug for AppSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSession")
+            .field("did", &self.did)
+            .field("handle", &self.handle)
+            .field("pds", &self.pds.as_str())
+            .field("kind", &self.kind)
+            .field("exp", &self.exp)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a login did not yield a session.

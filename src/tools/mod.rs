@@ -2,6 +2,7 @@
 //! and a development authorization server (used by `atgate demo` and the tests).
 
 pub mod curl;
+pub mod dev_dns;
 pub mod dev_identity;
 pub mod dev_issuer;
 pub mod dev_repo;

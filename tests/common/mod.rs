@@ -200,46 +200,7 @@ pub fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-/// A DNS server on loopback (UDP) answering TXT queries from `records` (name without the
-/// trailing dot -> TXT strings); other names get NXDOMAIN. Counts queries.
+/// A DNS server on loopback answering TXT queries from `records` (see `tools::dev_dns`).
 pub async fn dns_server(records: std::collections::HashMap<String, Vec<String>>) -> (SocketAddr, Arc<AtomicU64>) {
-    use hickory_proto::op::{Message, MessageType, ResponseCode};
-    use hickory_proto::rr::rdata::TXT;
-    use hickory_proto::rr::{RData, Record};
-    let socket = tokio::net::UdpSocket::bind(loopback()).await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let queries = Arc::new(AtomicU64::new(0));
-    let counter = queries.clone();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-            let Ok(query) = Message::from_vec(&buf[..n]) else { continue };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let mut answer = Message::new();
-            answer.set_id(query.id()).set_message_type(MessageType::Response).set_authoritative(true);
-            answer.set_recursion_available(true);
-            for q in query.queries() {
-                answer.add_query(q.clone());
-                let name = q.name().to_ascii().trim_end_matches('.').to_ascii_lowercase();
-                match records.get(&name) {
-                    Some(values) => {
-                        for v in values {
-                            answer.add_answer(Record::from_rdata(
-                                q.name().clone(),
-                                60,
-                                RData::TXT(TXT::new(vec![v.clone()])),
-                            ));
-                        }
-                    }
-                    None => {
-                        answer.set_response_code(ResponseCode::NXDomain);
-                    }
-                }
-            }
-            if let Ok(bytes) = answer.to_vec() {
-                let _ = socket.send_to(&bytes, peer).await;
-            }
-        }
-    });
-    (addr, queries)
+    atgate::tools::dev_dns::spawn(loopback(), records).await.unwrap()
 }
