@@ -226,6 +226,21 @@ async fn wrong_passwords_are_refused_and_remembered() {
 }
 
 #[tokio::test]
+async fn failed_logins_per_account_are_capped_below_the_pds_limit() {
+    let s = setup().await;
+    // Distinct wrong passwords for Alice's handle: ten reach the PDS, then atgate stops
+    // asking (the PDS would lock the identifier out for every user of this gateway).
+    for i in 0..15u8 {
+        let letter = (b'a' + i) as char;
+        let password = format!("zzzz-zzzz-zzzz-{}", letter.to_string().repeat(4));
+        let (status, _, _) = s.call("/api/x", "alice.test", &password).await;
+        let expected = if i < 10 { StatusCode::UNAUTHORIZED } else { StatusCode::TOO_MANY_REQUESTS };
+        assert_eq!(status, expected, "attempt {i}");
+    }
+    assert_eq!(s.creates(), 10);
+}
+
+#[tokio::test]
 async fn main_passwords_are_refused() {
     let s = setup().await;
     *s.pds.scope.lock().unwrap() = "com.atproto.access".into();

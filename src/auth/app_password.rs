@@ -125,7 +125,15 @@ pub struct Sessions {
     refresh: moka::sync::Cache<(String, [u8; 32]), String>,
     /// DIDs whose PDS said 429, until when.
     backoff: moka::sync::Cache<String, Instant>,
+    /// Failed logins per DID in the current window (`FAILURE_WINDOW` from the first).
+    failures: moka::sync::Cache<String, Arc<std::sync::atomic::AtomicU32>>,
 }
+
+/// At most this many failed logins per DID per `FAILURE_WINDOW` reach the PDS: its limit is
+/// 30 per 5 minutes per identifier and client IP, and all of atgate's users share one IP,
+/// so wrong passwords sent for someone else's handle must not exhaust it.
+const MAX_FAILURES: u32 = 10;
+const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,6 +170,7 @@ impl Sessions {
                 .max_capacity(capacity)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
+            failures: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(FAILURE_WINDOW).build(),
         }
     }
 
@@ -245,6 +254,12 @@ impl Sessions {
         let body = match answer {
             Some(body) => body,
             None => {
+                let failed = self.failures.get_with(did.to_owned(), Default::default);
+                if failed.load(std::sync::atomic::Ordering::Relaxed) >= MAX_FAILURES {
+                    tracing::warn!(did, "too many failed app-password logins; not asking the PDS for a while");
+                    let limited = LoginError::RateLimited { retry_after: FAILURE_WINDOW.as_secs() };
+                    return failure(limited, self.config.failure_ttl);
+                }
                 let url = pds.join("/xrpc/com.atproto.server.createSession").expect("a valid path");
                 let request = json!({"identifier": handle, "password": password});
                 match net.post_json(&url, Some(&request), None).await {
@@ -256,6 +271,7 @@ impl Sessions {
                         return failure(LoginError::RateLimited { retry_after: wait.as_secs() }, wait);
                     }
                     Ok((status, _, _)) if status.is_client_error() => {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         return failure(
                             LoginError::Invalid("Invalid identifier or app password"),
                             self.config.failure_ttl,
