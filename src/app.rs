@@ -9,6 +9,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::auth::dpop::redis_store::{Failure, RedisReplayStore};
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::server::{self, Listener, tls::CertStore};
 use crate::stack;
@@ -69,7 +70,26 @@ impl Gateway {
         if let Some(dpop) = &runtime.dpop {
             dpop.issuers.spawn_refreshers();
         }
-        let shared = Shared::new(runtime);
+        let shared = match &config.replay.redis_url {
+            None => Shared::new(runtime),
+            Some(url) => {
+                let text = url.read()?;
+                let url_text =
+                    String::from_utf8(text).map_err(|_| url.origin().error("the Redis URL is not UTF-8".into()))?;
+                let r = &config.replay;
+                let failure = if r.fail_open_local { Failure::OpenLocal } else { Failure::Closed };
+                let store = RedisReplayStore::connect(
+                    &url_text,
+                    r.key_prefix.as_deref().unwrap_or("atgate:replay:"),
+                    r.timeout.unwrap_or(Duration::from_millis(250)),
+                    failure,
+                    config.dpop.replay_capacity,
+                )
+                .await
+                .map_err(|e| url.origin().error(e))?;
+                Shared::with_replay(runtime, Arc::new(store))
+            }
+        };
         let service = stack::build(&shared);
         let builder = server::http_builder(&config.limits);
         let graceful = Arc::new(GracefulShutdown::new());

@@ -206,10 +206,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Wraps a runtime.
+    /// Wraps a runtime, with the in-memory replay store.
     pub fn new(runtime: Runtime) -> Arc<Shared> {
-        let permits = runtime.config.limits.max_concurrent_requests;
         let replay = Arc::new(MemoryReplayStore::new(runtime.config.dpop.replay_capacity));
+        Shared::with_replay(runtime, replay)
+    }
+
+    /// Wraps a runtime, with this replay store.
+    pub fn with_replay(runtime: Runtime, replay: Arc<dyn ReplayStore>) -> Arc<Shared> {
+        let permits = runtime.config.limits.max_concurrent_requests;
         Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics: Metrics::new(),

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use serde_saphyr::Spanned;
 
-use super::raw::{RawAppPassword, RawDpop, RawIdentityHeaders, RawIssuer, RawOutbound, RawPublicKey};
+use super::raw::{RawAppPassword, RawDpop, RawIdentityHeaders, RawIssuer, RawOutbound, RawPublicKey, RawReplay};
 use super::validate::Validator;
 use super::{
-    AppPasswordConfig, DpopConfig, IdentityHeaders, IssuerConfig, KeySource, OutboundConfig, Place, SecretRef,
+    AppPasswordConfig, DpopConfig, IdentityHeaders, IssuerConfig, KeySource, OutboundConfig, Place, ReplayConfig,
+    SecretRef,
 };
 use crate::jose::Jwk;
 
@@ -203,6 +204,56 @@ impl Validator<'_> {
                 self.error(place, field, "not a usable P-256 or secp256k1 public key");
                 None
             }
+        }
+    }
+
+    pub(super) fn replay(&mut self, raw: Option<&RawReplay>) -> ReplayConfig {
+        let Some(raw) = raw else { return ReplayConfig::default() };
+        let redis = match raw.store.value.as_str() {
+            "memory" => false,
+            "redis" => true,
+            other => {
+                self.error(
+                    Place::of(&raw.store),
+                    "replay.store",
+                    format!("unknown store {other:?} (expected memory or redis)"),
+                );
+                false
+            }
+        };
+        let redis_url = match (&raw.redis, redis) {
+            (Some(r), true) => Some(SecretRef::Env {
+                name: r.url_env.value.clone(),
+                at: self.file(&r.url_env, "replay.redis.url_env"),
+            }),
+            (None, true) => {
+                self.error(Place::of(&raw.store), "replay.redis", "store redis needs redis: { url_env: NAME }");
+                None
+            }
+            (Some(r), false) => {
+                self.error(Place::of(&r.url_env), "replay.redis", "redis settings with store memory");
+                None
+            }
+            (None, false) => None,
+        };
+        let fail_open_local = match &raw.failure {
+            None => false,
+            Some(f) => self
+                .check(f, "replay.failure", |s| match s.as_str() {
+                    "fail_closed" => Ok(false),
+                    "fail_open_local" => Ok(true),
+                    other => Err(format!("unknown failure policy {other:?} (expected fail_closed or fail_open_local)")),
+                })
+                .unwrap_or(false),
+        };
+        ReplayConfig {
+            redis_url,
+            fail_open_local,
+            timeout: raw
+                .timeout
+                .as_ref()
+                .map(|_| self.duration(&raw.timeout, "replay.timeout", Duration::from_millis(250))),
+            key_prefix: raw.key_prefix.as_ref().map(|p| p.value.clone()),
         }
     }
 

@@ -66,6 +66,8 @@ pub struct Config {
     pub permission_sets: Option<FileRef>,
     /// Per-request app-password credentials.
     pub app_password: AppPasswordConfig,
+    /// The replay store.
+    pub replay: ReplayConfig,
 }
 
 /// Names of the identity headers sent upstream. Each must start with `x-atproto-` or
@@ -219,6 +221,20 @@ impl AuthMethods {
     pub fn is_public(self) -> bool {
         !self.dpop && !self.service_auth && !self.app_password
     }
+}
+
+/// Where seen proof and token ids are kept (`replay:`).
+#[derive(Debug, Clone, Default)]
+pub struct ReplayConfig {
+    /// `redis` with the environment variable holding the URL; `None` for memory.
+    pub redis_url: Option<SecretRef>,
+    /// On a Redis failure use this replica's memory (`fail_open_local`) rather than answer
+    /// 503 (`fail_closed`, the default).
+    pub fail_open_local: bool,
+    /// Time allowed for one Redis round trip. Default 250ms.
+    pub timeout: Option<Duration>,
+    /// Key prefix. Default `atgate:replay:`.
+    pub key_prefix: Option<String>,
 }
 
 /// `app_password:`: per-request app-password credentials.

@@ -98,6 +98,25 @@ pub(super) struct RawConfig {
     pub(super) permission_sets: Option<RawPermissionSets>,
     #[serde(default)]
     pub(super) app_password: RawAppPassword,
+    pub(super) replay: Option<RawReplay>,
+}
+
+/// `replay:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReplay {
+    pub(super) store: Spanned<String>,
+    pub(super) redis: Option<RawRedis>,
+    pub(super) failure: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) key_prefix: Option<Spanned<String>>,
+}
+
+/// `replay.redis:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedis {
+    pub(super) url_env: Spanned<String>,
 }
 
 /// `app_password:`.

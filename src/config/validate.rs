@@ -320,6 +320,7 @@ impl Validator<'_> {
                 .as_ref()
                 .map(|p| self.file(&p.pinned_dir, "permission_sets.pinned_dir")),
             app_password: self.app_password(&raw.app_password),
+            replay: self.replay(raw.replay.as_ref()),
         }
     }
 
