@@ -51,15 +51,16 @@ impl Drop for Redis {
     }
 }
 
-async fn gateway(host: &DevIdentity, env: &str, failure: &str) -> Gateway {
+async fn gateway(host: &DevIdentity, url_file: &std::path::Path, failure: &str) -> Gateway {
     let up = echo_upstream().await;
     let top = format!(
         "outbound: {{ allow_private_addresses: true, allow_http: true }}
 identity: {{ plc_url: \"{}\" }}
 service_auth: {{ did: did:web:api.gateway.test, service_id: svc }}
-replay: {{ store: redis, redis: {{ url_env: {env} }}, failure: {failure}, timeout: 200ms }}
+replay: {{ store: redis, redis: {{ url_file: \"{}\" }}, failure: {failure}, timeout: 200ms }}
 ",
-        host.plc_url()
+        host.plc_url(),
+        url_file.display()
     );
     let routes = "  - { name: xrpc, match: { path: /xrpc/ }, upstream: up, auth: service_auth }\n";
     Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap()
@@ -75,14 +76,15 @@ async fn call(gw: &Gateway, token: &str) -> (StatusCode, serde_json::Value) {
 #[tokio::test]
 async fn replicas_share_replay_state_and_fail_as_configured() {
     let mut redis = Redis::start();
-    // SAFETY: set before any gateway reads it; no other test in this process touches it.
-    unsafe { std::env::set_var("ATGATE_TEST_REDIS_URL", format!("redis://127.0.0.1:{}/", redis.port)) };
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("redis-url");
+    std::fs::write(&url, format!("redis://127.0.0.1:{}/\n", redis.port)).unwrap();
     let host = DevIdentity::spawn(loopback()).await.unwrap();
     let alice = DidKey::k256();
     host.publish(ALICE, did_document(ALICE, &alice, None, "https://pds.example.com"));
-    let one = gateway(&host, "ATGATE_TEST_REDIS_URL", "fail_closed").await;
-    let two = gateway(&host, "ATGATE_TEST_REDIS_URL", "fail_closed").await;
-    let open = gateway(&host, "ATGATE_TEST_REDIS_URL", "fail_open_local").await;
+    let one = gateway(&host, &url, "fail_closed").await;
+    let two = gateway(&host, &url, "fail_closed").await;
+    let open = gateway(&host, &url, "fail_open_local").await;
 
     let token = alice.service_jwt(ALICE, AUD, Some("com.example.getThing"), 60);
     assert_eq!(call(&one, &token).await.0, StatusCode::OK);
@@ -102,16 +104,18 @@ async fn replicas_share_replay_state_and_fail_as_configured() {
 #[tokio::test]
 async fn an_unreachable_redis_is_a_start_error() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    // SAFETY: as above; a variable of its own.
-    unsafe { std::env::set_var("ATGATE_TEST_REDIS_DOWN", format!("redis://127.0.0.1:{port}/")) };
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("redis-url");
+    std::fs::write(&url, format!("redis://127.0.0.1:{port}/")).unwrap();
     let host = DevIdentity::spawn(loopback()).await.unwrap();
     let up = echo_upstream().await;
     let top = format!(
         "identity: {{ plc_url: \"{}\" }}
 service_auth: {{ did: did:web:api.gateway.test }}
-replay: {{ store: redis, redis: {{ url_env: ATGATE_TEST_REDIS_DOWN }} }}
+replay: {{ store: redis, redis: {{ url_file: \"{}\" }} }}
 ",
-        host.plc_url()
+        host.plc_url(),
+        url.display()
     );
     let config =
         config_with(&top, &[("up", up)], "  - { name: x, match: { path: / }, upstream: up, auth: service_auth }\n");

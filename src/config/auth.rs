@@ -222,16 +222,20 @@ impl Validator<'_> {
             }
         };
         let redis_url = match (&raw.redis, redis) {
-            (Some(r), true) => Some(SecretRef::Env {
-                name: r.url_env.value.clone(),
-                at: self.file(&r.url_env, "replay.redis.url_env"),
-            }),
+            (Some(r), true) => {
+                let url = self.secret(&r.url_env, &r.url_file, "replay.redis.url");
+                if r.url_env.is_none() && r.url_file.is_none() {
+                    self.error(Place::of(&raw.store), "replay.redis", "set url_env or url_file");
+                }
+                url
+            }
             (None, true) => {
-                self.error(Place::of(&raw.store), "replay.redis", "store redis needs redis: { url_env: NAME }");
+                let message = "store redis needs redis: { url_env: NAME } or { url_file: PATH }";
+                self.error(Place::of(&raw.store), "replay.redis", message);
                 None
             }
-            (Some(r), false) => {
-                self.error(Place::of(&r.url_env), "replay.redis", "redis settings with store memory");
+            (Some(_), false) => {
+                self.error(Place::of(&raw.store), "replay.redis", "redis settings with store memory");
                 None
             }
             (None, false) => None,

@@ -116,7 +116,8 @@ pub(super) struct RawReplay {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRedis {
-    pub(super) url_env: Spanned<String>,
+    pub(super) url_env: Option<Spanned<String>>,
+    pub(super) url_file: Option<Spanned<String>>,
 }
 
 /// `app_password:`.
