@@ -50,19 +50,12 @@ impl Validator<'_> {
         {
             self.error(Place::of(r), "dpop.nonce_rotation", "must be between 1s and 60s");
         }
-        let count = |v: &mut Self, value: &Option<Spanned<u64>>, field: &str, default: u64| match value {
-            Some(n) => v
-                .check(n, field, |&n| if n == 0 { Err("must be at least 1".to_owned()) } else { Ok(n) })
-                .unwrap_or(default),
-            None => default,
-        };
         DpopConfig {
             nonce_secret: self.secret(&raw.nonce_secret_env, &raw.nonce_secret_file, "dpop.nonce_secret"),
             nonce_rotation: rotation,
             max_proof_bytes: self.size(&raw.max_proof_bytes, "dpop.max_proof_bytes", d.max_proof_bytes as u64) as usize,
-            replay_capacity: count(self, &raw.replay_capacity, "dpop.replay_capacity", d.replay_capacity),
-            token_cache_capacity: count(
-                self,
+            replay_capacity: self.count(&raw.replay_capacity, "dpop.replay_capacity", d.replay_capacity),
+            token_cache_capacity: self.count(
                 &raw.token_cache_capacity,
                 "dpop.token_cache_capacity",
                 d.token_cache_capacity,
@@ -263,16 +256,9 @@ impl Validator<'_> {
 
     pub(super) fn app_password(&mut self, raw: &RawAppPassword) -> AppPasswordConfig {
         let d = AppPasswordConfig::default();
-        let name = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default: http::HeaderName| {
-            let Some(value) = value else { return default };
-            v.check(value, format!("app_password.{field}"), |s| {
-                let lower = s.to_ascii_lowercase();
-                match http::HeaderName::from_bytes(lower.as_bytes()) {
-                    Ok(h) if crate::proxy::headers::is_identity_header(&lower) => Ok(h),
-                    _ => Err(format!("invalid header name {s:?} (must start with x-atproto- or x-atgate-, so that it is always stripped before forwarding)")),
-                }
-            })
-            .unwrap_or(default)
+        let why = "so that it is always stripped before forwarding";
+        let name = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default| {
+            v.stripped_header_name(value, &format!("app_password.{field}"), default, why)
         };
         AppPasswordConfig {
             handle_header: name(self, &raw.handle_header, "handle_header", d.handle_header),
@@ -281,30 +267,39 @@ impl Validator<'_> {
             allow_main_password: raw.allow_main_password,
             allow_takendown: raw.allow_takendown,
             failure_ttl: self.duration(&raw.failure_ttl, "app_password.failure_ttl", d.failure_ttl),
-            cache_capacity: match &raw.cache_capacity {
-                Some(n) => self
-                    .check(n, "app_password.cache_capacity", |&n| {
-                        if n == 0 { Err("must be at least 1".to_owned()) } else { Ok(n) }
-                    })
-                    .unwrap_or(d.cache_capacity),
-                None => d.cache_capacity,
-            },
+            cache_capacity: self.count(&raw.cache_capacity, "app_password.cache_capacity", d.cache_capacity),
         }
+    }
+
+    /// A header name atgate strips from every request (`x-atproto-` or `x-atgate-`), so
+    /// that a client can never supply it; `why` says what that protects.
+    fn stripped_header_name(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        field: &str,
+        default: http::HeaderName,
+        why: &str,
+    ) -> http::HeaderName {
+        let Some(value) = value else { return default };
+        self.check(value, field, |s| {
+            let lower = s.to_ascii_lowercase();
+            match http::HeaderName::from_bytes(lower.as_bytes()) {
+                Ok(h) if crate::proxy::headers::is_identity_header(&lower) => Ok(h),
+                _ => Err(format!("invalid header name {s:?} (must start with x-atproto- or x-atgate-, {why})")),
+            }
+        })
+        .unwrap_or(default)
     }
 
     pub(super) fn identity_headers(&mut self, raw: &RawIdentityHeaders) -> IdentityHeaders {
         let d = IdentityHeaders::default();
-        let name = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default: http::HeaderName| {
-            let Some(value) = value else { return default };
-            v.check(value, format!("identity_headers.{field}"), |s| {
-                let lower = s.to_ascii_lowercase();
-                let ours = crate::proxy::headers::is_identity_header(&lower);
-                match http::HeaderName::from_bytes(lower.as_bytes()) {
-                    Ok(h) if ours => Ok(h),
-                    _ => Err(format!("invalid header name {s:?} (must start with x-atproto- or x-atgate-, so that clients cannot send it)")),
-                }
-            })
-            .unwrap_or(default)
+        let name = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, default| {
+            v.stripped_header_name(
+                value,
+                &format!("identity_headers.{field}"),
+                default,
+                "so that clients cannot send it",
+            )
         };
         IdentityHeaders {
             did: name(self, &raw.did, "did", d.did),

@@ -79,14 +79,7 @@ impl Validator<'_> {
             not_found_ttl: self.duration_or_zero(&raw.not_found_ttl, "identity.not_found_ttl", d.not_found_ttl),
             error_ttl: self.duration_or_zero(&raw.error_ttl, "identity.error_ttl", d.error_ttl),
             refresh_interval: self.duration(&raw.refresh_interval, "identity.refresh_interval", d.refresh_interval),
-            cache_capacity: match &raw.cache_capacity {
-                Some(n) => self
-                    .check(n, "identity.cache_capacity", |&n| {
-                        if n == 0 { Err("must be at least 1".to_owned()) } else { Ok(n) }
-                    })
-                    .unwrap_or(d.cache_capacity),
-                None => d.cache_capacity,
-            },
+            cache_capacity: self.count(&raw.cache_capacity, "identity.cache_capacity", d.cache_capacity),
             allow_test_handles: raw.allow_test_handles,
         }
     }

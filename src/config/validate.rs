@@ -134,6 +134,16 @@ impl Validator<'_> {
         self.check(v, field, |s| super::units::parse_duration(s)).unwrap_or(default)
     }
 
+    /// A count that must be at least 1 (capacities).
+    pub(super) fn count(&mut self, value: &Option<Spanned<u64>>, field: &str, default: u64) -> u64 {
+        match value {
+            Some(n) => self
+                .check(n, field, |&n| if n == 0 { Err("must be at least 1".to_owned()) } else { Ok(n) })
+                .unwrap_or(default),
+            None => default,
+        }
+    }
+
     /// A duration that must be positive (timeouts, intervals).
     pub(super) fn duration(&mut self, value: &Option<Spanned<String>>, field: &str, default: Duration) -> Duration {
         let d = self.duration_or_zero(value, field, default);

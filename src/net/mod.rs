@@ -154,14 +154,8 @@ impl Outbound {
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
-            let bytes = Limited::new(res.into_body(), max).collect().await.map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    NetError::TooLarge
-                } else {
-                    NetError::Transport(e.to_string())
-                }
-            })?;
-            let json = serde_json::from_slice(&bytes.to_bytes()).unwrap_or(serde_json::Value::Null);
+            let bytes = read_limited(res.into_body(), max).await?;
+            let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
             Ok((status, retry_after, json))
         };
         tokio::time::timeout(self.policy.timeout, fetch).await.map_err(|_| NetError::Timeout)?
@@ -190,16 +184,18 @@ impl Outbound {
             if json && !is_json {
                 return Err(NetError::NotJson);
             }
-            let body = Limited::new(res.into_body(), max).collect().await.map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    NetError::TooLarge
-                } else {
-                    NetError::Transport(e.to_string())
-                }
-            })?;
-            Ok(body.to_bytes())
+            read_limited(res.into_body(), max).await
         };
         tokio::time::timeout(self.policy.timeout, fetch).await.map_err(|_| NetError::Timeout)?
+    }
+}
+
+/// The whole body, refused past `max` bytes.
+async fn read_limited(body: hyper::body::Incoming, max: usize) -> Result<Bytes, NetError> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(NetError::TooLarge),
+        Err(e) => Err(NetError::Transport(e.to_string())),
     }
 }
 
