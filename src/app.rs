@@ -1,7 +1,7 @@
 //! Config -> Shared -> stack -> listeners; owns startup, signals and graceful shutdown.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +45,7 @@ pub struct Gateway {
     certs: Option<Arc<CertStore>>,
     stop: watch::Sender<bool>,
     drained: JoinHandle<bool>,
+    config_path: Option<PathBuf>,
 }
 
 impl Gateway {
@@ -118,7 +119,28 @@ impl Gateway {
         }
 
         let drained = tokio::spawn(drain(shared.clone(), stop_rx, loops, graceful, config.limits.shutdown_timeout));
-        Ok(Gateway { shared, addrs, admin_addr, certs, stop, drained })
+        crate::ratelimit::spawn_sweeper(&shared);
+        Ok(Gateway { shared, addrs, admin_addr, certs, stop, drained, config_path: None })
+    }
+
+    /// Ties the gateway to its config file: SIGHUP reloads it, and it is polled for
+    /// changes while `reload.watch` is on.
+    pub fn watch(mut self, path: PathBuf) -> Gateway {
+        crate::reload::spawn_watcher(self.shared.clone(), path.clone(), self.stop.subscribe());
+        self.config_path = Some(path);
+        self
+    }
+
+    /// Reloads the config file (when there is one) and the TLS certificate.
+    pub async fn reload(&self) {
+        if let Some(path) = &self.config_path {
+            let _ = crate::reload::reload_file(&self.shared, path).await;
+        }
+        match self.reload_tls() {
+            Ok(()) if self.certs.is_some() => tracing::info!("TLS certificate reloaded"),
+            Ok(()) => {}
+            Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),
+        }
     }
 
     /// Where the public listeners are bound (ports resolved).
@@ -187,11 +209,11 @@ async fn drain(
     }
 }
 
-/// Runs the gateway from a config file until SIGTERM or SIGINT; SIGHUP reloads the TLS
-/// certificate.
+/// Runs the gateway from a config file until SIGTERM or SIGINT; SIGHUP or an edit of the
+/// file reloads the config, SIGHUP also the TLS certificate.
 pub async fn run(path: &Path) -> Result<(), StartError> {
     let config = Config::load(path)?;
-    let gateway = Gateway::start(config).await?;
+    let gateway = Gateway::start(config).await?.watch(path.to_owned());
     serve_until_signal(gateway).await;
     Ok(())
 }
@@ -208,10 +230,7 @@ pub async fn serve_until_signal(gateway: Gateway) -> bool {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => match gateway.reload_tls() {
-                Ok(()) => tracing::info!("TLS certificate reloaded"),
-                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the old certificate"),
-            },
+            _ = hup.recv() => gateway.reload().await,
         }
     }
     tracing::info!("shutting down");

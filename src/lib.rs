@@ -6,6 +6,7 @@
 #![warn(missing_docs, unreachable_pub, clippy::await_holding_lock)]
 
 pub mod app;
+pub mod assertion;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -16,6 +17,8 @@ pub mod layers;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod ratelimit;
+pub mod reload;
 pub mod respond;
 pub mod router;
 pub mod scope;

@@ -140,7 +140,7 @@ fn main() -> ExitCode {
             runtime().block_on(async {
                 match atgate::app::Gateway::start(config).await {
                     Ok(gateway) => {
-                        if atgate::app::serve_until_signal(gateway).await {
+                        if atgate::app::serve_until_signal(gateway.watch(path)).await {
                             ExitCode::SUCCESS
                         } else {
                             ExitCode::FAILURE

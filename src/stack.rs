@@ -11,7 +11,7 @@ use crate::body::Body;
 use crate::layers::{limits, metrics, request_id, trace};
 use crate::proxy::{self, headers};
 use crate::state::Shared;
-use crate::{auth, router, scope};
+use crate::{auth, ratelimit, router, scope};
 
 /// The whole request pipeline as one service.
 pub type HttpService = BoxCloneService<Request<Body>, Response<Body>, Infallible>;
@@ -25,7 +25,9 @@ pub fn build(shared: &Arc<Shared>) -> HttpService {
         .layer(limits::layer(shared)) // concurrency 503, body 413, timeout 504
         .layer(headers::strip_layer(shared)) // spoofed x-atproto-* gone before anyone reads them
         .layer(router::layer(shared)) // inserts Arc<Route>       | 400 / 404 / 405
+        .layer(ratelimit::by_client_layer(shared)) // per client IP  | 429
         .layer(auth::layer(shared)) // inserts Principal          | 401 / 503
+        .layer(ratelimit::by_principal_layer(shared)) // per DID, client_id | 429
         .layer(scope::stage::layer(shared)) // route requirements  | 403 / 400
         .map_request(headers::inject_identity) // Principal -> upstream headers
         .service(proxy::Forward::new(shared));

@@ -7,13 +7,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use crate::auth::dpop::nonce::Nonces;
-use crate::auth::dpop::replay::{MemoryReplayStore, ReplayStore};
+use crate::auth::dpop::replay::{Measured, MemoryReplayStore, ReplayStore};
 use crate::auth::issuer::Issuers;
 use crate::auth::service::ServiceVerifier;
 use crate::auth::token::TokenCache;
 use crate::config::{Config, ConfigError, ConfigErrors, DpopConfig};
 use crate::identity::Resolver;
-use crate::metrics::Metrics;
+use crate::metrics::{CacheStats, Metrics};
 use crate::net::Outbound;
 use crate::proxy::Upstream;
 use crate::router::{Route, RouteTable};
@@ -42,7 +42,9 @@ pub struct Runtime {
     /// Permission sets: pinned (`permission_sets.pinned_dir`), else resolved and cached.
     pub sets: Arc<SetResolver>,
     /// App-password sessions, when any route uses `auth: app_password`.
-    pub sessions: Option<crate::auth::app_password::Sessions>,
+    pub sessions: Option<Arc<crate::auth::app_password::Sessions>>,
+    /// Identity-assertion signing, when a route asks for it or keys are configured.
+    pub assertion: Option<Arc<crate::assertion::Asserter>>,
 }
 
 /// Reads the pinned permission sets (`permission_sets.pinned_dir`).
@@ -127,18 +129,35 @@ impl DpopState {
 impl Runtime {
     /// Compiles a config: builds upstream clients (reading CA files) and the route table.
     pub fn build(config: Config) -> Result<Runtime, ConfigErrors> {
+        Runtime::build_from(config, None)
+    }
+
+    /// Compiles a config for a reload: what holds network state and is configured the
+    /// same as in `previous` is carried over (upstream connection pools, the outbound
+    /// client, fetched issuer keys, DID documents, app-password sessions, resolved
+    /// permission sets, rate-limit buckets). Everything read from files and secrets is
+    /// read again, so a reload is also how they rotate.
+    pub fn build_from(config: Config, previous: Option<&Runtime>) -> Result<Runtime, ConfigErrors> {
         let mut errors = Vec::new();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
-            match Upstream::new(u.clone()) {
-                Ok(up) => upstreams.push(Arc::new(up)),
-                Err(e) => errors.push(e),
+            let kept = previous.and_then(|p| p.upstreams.iter().find(|old| old.config == *u));
+            match kept {
+                Some(old) => upstreams.push(old.clone()),
+                None => match Upstream::new(u.clone()) {
+                    Ok(up) => upstreams.push(Arc::new(up)),
+                    Err(e) => errors.push(e),
+                },
             }
         }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let outbound = Outbound::new(config.outbound.clone());
+        let outbound_kept = previous.filter(|p| p.config.outbound == config.outbound);
+        let outbound = match outbound_kept {
+            Some(p) => p.outbound.clone(),
+            None => Outbound::new(config.outbound.clone()),
+        };
         let pinned = load_permission_sets(&config)?;
         let uses_sets = config.issuers.iter().any(|i| i.expand_include)
             || config
@@ -147,10 +166,31 @@ impl Runtime {
                 .any(|r| r.require.iter().any(|q| matches!(q, crate::config::Requirement::Include { .. })));
         let needs_identity =
             uses_sets || config.routes.iter().any(|r| r.auth.service_auth || r.auth.app_password || r.inject_handle);
-        let resolver = needs_identity.then(|| Resolver::new(&config.identity, outbound.clone()));
-        let sets = Arc::new(SetResolver::new(pinned, resolver.clone().filter(|_| uses_sets)));
+        let resolver = needs_identity.then(|| {
+            let kept = outbound_kept.filter(|p| p.config.identity == config.identity).and_then(|p| p.resolver.clone());
+            kept.unwrap_or_else(|| Resolver::new(&config.identity, outbound.clone()))
+        });
+        let same_resolver = |p: &Runtime| match (&p.resolver, &resolver) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        let set_identity = resolver.clone().filter(|_| uses_sets);
+        let sets = match previous {
+            // Network-resolved sets stay cached; pinned directories are read again.
+            Some(p)
+                if pinned.is_empty()
+                    && p.sets.pinned().is_empty()
+                    && p.sets.resolves()
+                    && same_resolver(p)
+                    && set_identity.is_some() =>
+            {
+                p.sets.clone()
+            }
+            _ => Arc::new(SetResolver::new(pinned, set_identity)),
+        };
         let dpop = if config.routes.iter().any(|r| r.auth.dpop) {
-            let built = Issuers::new(&config.issuers, &outbound)
+            let kept = outbound_kept.and_then(|p| p.dpop.as_ref()).map(|d| &d.issuers);
+            let built = Issuers::build(&config.issuers, &outbound, kept)
                 .map(|issuers| issuers.with_permission_sets(sets.clone()))
                 .and_then(|issuers| DpopState::build(&config.dpop, issuers));
             match built {
@@ -170,13 +210,21 @@ impl Runtime {
         let routes = config
             .routes
             .iter()
-            .map(|r| Arc::new(Route::new(r, upstreams[r.upstream].clone(), identity.clone())))
+            .map(|r| {
+                let old = previous.and_then(|p| p.routes.named(&r.name));
+                Arc::new(Route::new(r, upstreams[r.upstream].clone(), identity.clone(), old.map(|o| &**o)))
+            })
             .collect();
-        let sessions = resolver
-            .as_ref()
-            .filter(|_| config.routes.iter().any(|r| r.auth.app_password))
-            .map(|r| crate::auth::app_password::Sessions::new(&config.app_password, r.clone()));
+        let sessions = resolver.as_ref().filter(|_| config.routes.iter().any(|r| r.auth.app_password)).map(|r| {
+            let kept = previous
+                .filter(|p| same_resolver(p) && p.config.app_password == config.app_password)
+                .and_then(|p| p.sessions.clone());
+            kept.unwrap_or_else(|| Arc::new(crate::auth::app_password::Sessions::new(&config.app_password, r.clone())))
+        });
+        let assertion = crate::assertion::Asserter::build(&config, previous.and_then(|p| p.assertion.as_ref()))
+            .map_err(|e| ConfigErrors(vec![e]))?;
         Ok(Runtime {
+            assertion,
             routes: RouteTable::new(routes),
             upstreams,
             outbound,
@@ -191,6 +239,10 @@ impl Runtime {
     }
 }
 
+/// The runtime a request started on; a request extension (see [`Shared::runtime_of`]).
+#[derive(Debug, Clone)]
+pub struct Pinned(pub Arc<Runtime>);
+
 /// Shared by all stages and listeners.
 #[derive(Debug)]
 pub struct Shared {
@@ -202,6 +254,8 @@ pub struct Shared {
     pub concurrency: Arc<Semaphore>,
     /// Seen DPoP proofs (and later service-JWT ids); outlives config reloads.
     pub replay: Arc<dyn ReplayStore>,
+    /// Held while a reload builds and swaps a runtime, so that reloads never interleave.
+    pub reloading: tokio::sync::Mutex<()>,
     ready: AtomicBool,
 }
 
@@ -215,13 +269,22 @@ impl Shared {
     /// Wraps a runtime, with this replay store.
     pub fn with_replay(runtime: Runtime, replay: Arc<dyn ReplayStore>) -> Arc<Shared> {
         let permits = runtime.config.limits.max_concurrent_requests;
-        Arc::new(Shared {
+        Arc::new_cyclic(|shared| {
+            let metrics = Metrics::new(Some(Box::new(RuntimeCollector(shared.clone()))));
+            let replay = Arc::new(Measured::new(replay, metrics.replay.clone()));
+            Shared::assemble(runtime, metrics, permits, replay)
+        })
+    }
+
+    fn assemble(runtime: Runtime, metrics: Metrics, permits: usize, replay: Arc<dyn ReplayStore>) -> Shared {
+        Shared {
             runtime: ArcSwap::from_pointee(runtime),
-            metrics: Metrics::new(),
+            metrics,
             concurrency: Arc::new(Semaphore::new(permits)),
             replay,
+            reloading: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Whether `/readyz` says ready: serving, and every issuer's keys fetched once.
@@ -229,8 +292,129 @@ impl Shared {
         self.ready.load(Ordering::Acquire) && self.runtime.load().dpop.as_ref().is_none_or(|d| d.issuers.all_loaded())
     }
 
+    /// The runtime `req` started on: pinned by the first stage that read it, so a reload
+    /// landing mid-request does not mix two configs. Outside a request, the current one.
+    pub fn runtime_of(&self, extensions: &http::Extensions) -> Arc<Runtime> {
+        match extensions.get::<Pinned>() {
+            Some(p) => p.0.clone(),
+            None => self.runtime.load_full(),
+        }
+    }
+
     /// Marks ready (listeners bound) or not (draining).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
+    }
+}
+
+/// One cache as the metrics report it.
+#[derive(Debug)]
+pub struct CacheReport<'a> {
+    /// The `cache` label.
+    pub name: &'static str,
+    /// Entries held now (approximate).
+    pub entries: u64,
+    /// Its lookups, when counted.
+    pub stats: Option<&'a CacheStats>,
+}
+
+impl Runtime {
+    /// Every cache of this runtime, for `atgate_cache_*`.
+    pub fn caches(&self) -> Vec<CacheReport<'_>> {
+        let mut out = Vec::with_capacity(8);
+        let mut add = |name, entries, stats| out.push(CacheReport { name, entries, stats });
+        if let Some(d) = &self.dpop {
+            add("dpop_tokens", d.tokens.len(), Some(&d.tokens.stats));
+            add("dpop_proof_keys", d.proof_keys.len(), Some(&d.proof_keys.stats));
+        }
+        if let Some(r) = &self.resolver {
+            let (docs, handles) = r.cached();
+            add("did_documents", docs, Some(&r.doc_stats));
+            add("handles", handles, Some(&r.handle_stats));
+        }
+        if self.sets.resolves() {
+            add("permission_sets", self.sets.cached(), Some(&self.sets.stats));
+        }
+        if let Some(s) = &self.sessions {
+            add("app_password_sessions", s.cached(), Some(&s.stats));
+        }
+        let buckets = self.routes.iter().flat_map(|r| r.rate_limits.iter()).map(|l| l.keys() as u64).sum();
+        add("rate_limit_buckets", buckets, None);
+        out
+    }
+}
+
+/// Values read at scrape time from the current runtime and the replay store: cache
+/// sizes and lookups, issuer keys, replay fallbacks.
+#[derive(Debug)]
+struct RuntimeCollector(std::sync::Weak<Shared>);
+
+impl prometheus_client::collector::Collector for RuntimeCollector {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+
+        let Some(shared) = self.0.upgrade() else { return Ok(()) };
+        let runtime = shared.runtime.load();
+        let caches = runtime.caches();
+
+        let mut e = encoder.encode_descriptor("cache_entries", "Entries held, by cache", None, MetricType::Gauge)?;
+        for c in &caches {
+            ConstGauge::new(c.entries as i64).encode(e.encode_family(&[("cache", c.name)])?)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "cache_lookups",
+            "Cache lookups by result (hit, miss; error: a miss whose fetch failed)",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &caches {
+            for (result, n) in c.stats.map(CacheStats::counts).into_iter().flatten() {
+                ConstCounter::new(n).encode(e.encode_family(&[("cache", c.name), ("result", result)])?)?;
+            }
+        }
+        if let Some(d) = &runtime.dpop {
+            let mut e = encoder.encode_descriptor(
+                "issuer_keys",
+                "Usable token-signing keys, by issuer (0: never fetched or stale past max_stale)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for i in d.issuers.iter() {
+                let keys = i.current().map_or(0, |k| k.keys.len() as i64);
+                ConstGauge::new(keys).encode(e.encode_family(&[("issuer", i.config.issuer.as_str())])?)?;
+            }
+            let mut e = encoder.encode_descriptor(
+                "issuer_keys_age_seconds",
+                "Time since the issuer's keys were last fetched (remote issuers)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for i in d.issuers.iter() {
+                if let Some(at) = i.current().and_then(|k| k.fetched_at) {
+                    let age = ConstGauge::new(at.elapsed().as_secs_f64());
+                    age.encode(e.encode_family(&[("issuer", i.config.issuer.as_str())])?)?;
+                }
+            }
+        }
+        if let Some(n) = shared.replay.local_entries() {
+            let e = encoder.encode_descriptor(
+                "replay_local_entries",
+                "Replay keys held in this process",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(n as i64).encode(e)?;
+        }
+        let e = encoder.encode_descriptor(
+            "replay_fallbacks",
+            "Replay checks answered from local memory because Redis failed (fail_open_local)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(shared.replay.fallbacks()).encode(e)?;
+        Ok(())
     }
 }

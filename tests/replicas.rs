@@ -99,6 +99,10 @@ async fn replicas_share_replay_state_and_fail_as_configured() {
     // fail_open_local: this replica's memory takes over, replays still caught locally.
     assert_eq!(call(&open, &fresh).await.0, StatusCode::OK);
     assert_eq!(call(&open, &fresh).await.0, StatusCode::UNAUTHORIZED);
+    let admin = format!("http://{}/metrics", open.admin_addr().unwrap());
+    let metrics = String::from_utf8(send(&client(), get(admin, &[])).await.1.to_vec()).unwrap();
+    assert!(metrics.lines().any(|l| l == "atgate_replay_fallbacks_total 2"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "atgate_replay_local_entries 1"), "{metrics}");
 }
 
 #[tokio::test]
@@ -121,4 +125,105 @@ replay: {{ store: redis, redis: {{ url_file: \"{}\" }} }}
         config_with(&top, &[("up", up)], "  - { name: x, match: { path: / }, upstream: up, auth: service_auth }\n");
     let err = Gateway::start(config).await.err().expect("start fails").to_string();
     assert!(err.contains("Redis"), "{err}");
+}
+
+/// Two DPoP replicas with one nonce secret and one Redis: nonces travel between them,
+/// proofs do not; with Redis restarted, shared replay protection comes back.
+#[tokio::test]
+async fn dpop_replicas_agree_on_nonces_and_share_proof_replay() {
+    use atgate::jose::sign::SigningKey;
+    use atgate::tools::DpopSigner;
+    use atgate::tools::dev_issuer::DevIssuer;
+
+    let mut redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("redis-url");
+    std::fs::write(&url, format!("redis://127.0.0.1:{}/\n", redis.port)).unwrap();
+    let secret = dir.path().join("nonce-secret");
+    std::fs::write(&secret, "7f".repeat(32)).unwrap();
+    let issuer = DevIssuer::spawn(loopback()).await.unwrap();
+    let up = echo_upstream().await;
+    let top = format!(
+        "public_url: http://gateway.test
+outbound: {{ allow_private_addresses: true, allow_http: true }}
+issuers:
+  - {{ issuer: \"{}\", discovery: true }}
+dpop: {{ nonce_secret_file: \"{}\" }}
+replay: {{ store: redis, redis: {{ url_file: \"{}\" }}, failure: fail_closed, timeout: 200ms }}
+",
+        issuer.issuer(),
+        secret.display(),
+        url.display()
+    );
+    let routes = "  - { name: api, match: { path: /xrpc/ }, upstream: up, auth: dpop }\n";
+    let a = Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap();
+    let b = Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap();
+    for gw in [&a, &b] {
+        while !gw.shared().is_ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let signer = DpopSigner { key: SigningKey::generate() };
+    let token = issuer.mint(ALICE, &signer.key.thumbprint(), "atproto", "any", Duration::from_secs(600));
+    let htu = "http://gateway.test/xrpc/com.example.getThing";
+    let send_proof = |gw: &Gateway, proof: &str| {
+        let auth = format!("DPoP {token}");
+        let req = get(
+            format!("http://{}/xrpc/com.example.getThing", gw.addrs()[0]),
+            &[("authorization", &auth), ("dpop", proof)],
+        );
+        async move { send(&client(), req).await }
+    };
+    let proof = |nonce: &str| signer.proof("GET", htu, Some(&token), Some(nonce), atgate::auth::now_ms() / 1000);
+
+    // A nonce from A...
+    let (parts, _) = send_proof(&a, &signer.proof("GET", htu, Some(&token), None, atgate::auth::now_ms() / 1000)).await;
+    assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+    let nonce = parts.headers["dpop-nonce"].to_str().unwrap().to_owned();
+    // ...is good at B; a proof used at A is refused at B.
+    assert_eq!(send_proof(&b, &proof(&nonce)).await.0.status, StatusCode::OK);
+    let once = proof(&nonce);
+    assert_eq!(send_proof(&a, &once).await.0.status, StatusCode::OK);
+    let (parts, body) = send_proof(&b, &once).await;
+    assert_eq!(
+        (parts.status, json(&body)["message"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("DPoP proof replayed"))
+    );
+
+    // Redis away: fail_closed answers 503, with a nonce still on it.
+    redis.stop();
+    let (parts, body) = send_proof(&a, &proof(&nonce)).await;
+    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&body));
+    assert!(parts.headers.contains_key("dpop-nonce"));
+
+    // Redis back on the same port: the connection comes back by itself.
+    let port = redis.port;
+    let mut back = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut resumed = None;
+    for _ in 0..100 {
+        let p = proof(&nonce);
+        if send_proof(&a, &p).await.0.status == StatusCode::OK {
+            resumed = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let used = resumed.expect("replica A never recovered after Redis came back");
+    let (parts, _) = send_proof(&b, &used).await;
+    let _ = back.kill();
+    let _ = back.wait();
+    assert_eq!(parts.status, StatusCode::UNAUTHORIZED, "shared replay protection did not resume");
+
+    let admin = format!("http://{}/metrics", a.admin_addr().unwrap());
+    let metrics = String::from_utf8(send(&client(), get(admin, &[])).await.1.to_vec()).unwrap();
+    let value = |name: &str| {
+        metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    assert!(value(r#"atgate_replay_checks_total{result="error"}"#) >= 1.0, "{metrics}");
+    assert!(value(r#"atgate_replay_checks_total{result="fresh"}"#) >= 2.0);
+    assert!(value("atgate_replay_duration_seconds_count") >= 3.0);
 }

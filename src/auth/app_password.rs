@@ -127,6 +127,8 @@ pub struct Sessions {
     backoff: moka::sync::Cache<String, Instant>,
     /// Failed logins per DID in the current window (`FAILURE_WINDOW` from the first).
     failures: moka::sync::Cache<String, Arc<std::sync::atomic::AtomicU32>>,
+    /// Session lookups.
+    pub stats: crate::metrics::CacheStats,
 }
 
 /// At most this many failed logins per DID per `FAILURE_WINDOW` reach the PDS: its limit is
@@ -171,6 +173,7 @@ impl Sessions {
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
             failures: moka::sync::Cache::builder().max_capacity(capacity).time_to_live(FAILURE_WINDOW).build(),
+            stats: Default::default(),
         }
     }
 
@@ -202,8 +205,12 @@ impl Sessions {
             let retry_after = until.saturating_duration_since(Instant::now()).as_secs().max(1);
             return Err(AuthError::AppPassword(LoginError::RateLimited { retry_after }));
         }
-        let entry =
-            self.cache.get_with_by_ref(&key, async { self.login(&did, &handle, password, mac, &key).await }).await;
+        let entry = self.cache.entry_by_ref(&key).or_insert_with(self.login(&did, &handle, password, mac, &key)).await;
+        self.stats.record(!entry.is_fresh());
+        if entry.is_fresh() && entry.value().result.is_err() {
+            self.stats.error();
+        }
+        let entry = entry.into_value();
         if aws_lc_rs::constant_time::verify_slices_are_equal(&entry.mac, &mac).is_err() {
             return Err(bad("Invalid identifier or app password"));
         }

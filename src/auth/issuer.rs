@@ -62,6 +62,8 @@ struct Remote {
     /// Last on-demand refetch; the async lock coalesces concurrent unknown-kid misses.
     on_demand: tokio::sync::Mutex<Option<Instant>>,
     last_error: Mutex<Option<NetError>>,
+    /// Whether a background refresher runs.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl Issuer {
@@ -171,9 +173,10 @@ impl Issuer {
         self.refresh().await.is_ok()
     }
 
-    /// Keeps remote keys fresh until the issuer is dropped.
+    /// Keeps remote keys fresh until the issuer is dropped; once per issuer.
     pub fn spawn_refresher(self: &Arc<Self>) {
-        if self.remote.is_none() {
+        let Some(remote) = &self.remote else { return };
+        if remote.refreshing.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }
         let weak: Weak<Issuer> = Arc::downgrade(self);
@@ -206,6 +209,7 @@ impl Remote {
             jwks_uri: Mutex::new(jwks_uri),
             on_demand: tokio::sync::Mutex::new(None),
             last_error: Mutex::new(None),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -268,7 +272,23 @@ pub struct Issuers {
 impl Issuers {
     /// Builds every issuer (static keys load now).
     pub fn new(configs: &[IssuerConfig], net: &Outbound) -> Result<Issuers, ConfigError> {
-        let list = configs.iter().map(|c| Issuer::new(c.clone(), net)).collect::<Result<_, _>>()?;
+        Issuers::build(configs, net, None)
+    }
+
+    /// Builds the issuers for a reload: a remote issuer configured exactly as in
+    /// `previous` (which used the same outbound client) keeps its fetched keys and its
+    /// refresher; static keys and secrets are read again.
+    pub fn build(configs: &[IssuerConfig], net: &Outbound, previous: Option<&Issuers>) -> Result<Issuers, ConfigError> {
+        let list = configs
+            .iter()
+            .map(|c| {
+                let kept = previous.and_then(|p| p.list.iter().find(|i| i.is_remote() && i.config == *c));
+                match kept {
+                    Some(issuer) => Ok(issuer.clone()),
+                    None => Issuer::new(c.clone(), net),
+                }
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Issuers { list, sets: Default::default() })
     }
 

@@ -65,7 +65,7 @@ impl Principal {
             Principal::Anonymous => {}
             Principal::OAuth { token, jkt } => {
                 put(&names.did, &token.sub);
-                put(&names.auth, "oauth");
+                put(&names.auth, self.kind());
                 if let Some(client) = &token.client_id {
                     put(&names.client_id, client);
                 }
@@ -74,7 +74,7 @@ impl Principal {
             }
             Principal::Service(token) => {
                 put(&names.did, &token.did);
-                put(&names.auth, "service");
+                put(&names.auth, self.kind());
                 if let Some(lxm) = &token.lxm {
                     put(&names.lxm, lxm);
                 }
@@ -82,9 +82,19 @@ impl Principal {
             }
             Principal::AppPassword(session) => {
                 put(&names.did, &session.did);
-                put(&names.auth, "app-password");
+                put(&names.auth, self.kind());
                 put(&names.handle, &session.handle);
             }
+        }
+    }
+
+    /// The `x-atproto-auth` value: `oauth`, `service`, `app-password`, or `none`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Principal::Anonymous => "none",
+            Principal::OAuth { .. } => "oauth",
+            Principal::Service(_) => "service",
+            Principal::AppPassword(_) => "app-password",
         }
     }
 
@@ -321,9 +331,9 @@ impl Stage for Auth {
             let Some(route) = parts.extensions.get::<Arc<Route>>().cloned() else {
                 return Ok(reject(&AuthError::NotRouted));
             };
-            // One runtime for the whole stage: the verifier and the nonce it answers with
-            // come from the same config even if a reload lands meanwhile.
-            let runtime = shared.runtime.load_full();
+            // The verifier and the nonce it answers with come from the runtime the request
+            // started on, even if a reload lands meanwhile.
+            let runtime = shared.runtime_of(&parts.extensions);
             let result = authenticate(&shared, &runtime, &route, &parts).await;
             if let Err(e) = &result {
                 tracing::debug!(route = %route.name.0, error = %e, "authentication failed");

@@ -204,6 +204,8 @@ async fn check_signature(issuer: &Issuer, jws: &jws::Compact<'_>, scheme: Scheme
 #[derive(Debug)]
 pub struct TokenCache {
     cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    /// Lookups.
+    pub stats: crate::metrics::CacheStats,
 }
 
 struct UntilExp;
@@ -218,12 +220,27 @@ impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
 impl TokenCache {
     /// A cache of at most `capacity` tokens.
     pub fn new(capacity: u64) -> TokenCache {
-        TokenCache { cache: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilExp).build() }
+        TokenCache {
+            cache: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilExp).build(),
+            stats: Default::default(),
+        }
+    }
+
+    /// Tokens held now (approximate).
+    pub fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Whether none are held (approximate).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// A cached token still valid at `now`.
     pub fn get(&self, hash: &[u8; 32], now: u64) -> Option<Arc<VerifiedToken>> {
-        self.cache.get(hash).filter(|t| t.exp > now)
+        let found = self.cache.get(hash).filter(|t| t.exp > now);
+        self.stats.record(found.is_some());
+        found
     }
 
     /// Remembers a verified token.

@@ -34,6 +34,25 @@ impl Validator<'_> {
         }
     }
 
+    pub(super) fn assertion(&mut self, raw: &super::raw::RawAssertion) -> super::AssertionConfig {
+        let d = super::AssertionConfig::default();
+        let why = "so that a client can never send its own";
+        super::AssertionConfig {
+            keys: self.secret(&raw.keys_env, &raw.keys_file, "assertion.keys"),
+            issuer: raw.issuer.as_ref().and_then(|i| {
+                self.check(i, "assertion.issuer", |s| {
+                    if s.is_empty() || s.len() > 2048 || s.chars().any(char::is_control) {
+                        Err("must be a DID or URL".to_owned())
+                    } else {
+                        Ok(s.clone())
+                    }
+                })
+            }),
+            ttl: self.duration(&raw.ttl, "assertion.ttl", d.ttl),
+            header: self.stripped_header_name(&raw.header, "assertion.header", d.header, why),
+        }
+    }
+
     fn size(&mut self, value: &Option<Spanned<String>>, field: &str, default: u64) -> u64 {
         match value {
             Some(s) => self.check(s, field, |t| super::units::parse_size(t)).unwrap_or(default),

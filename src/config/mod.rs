@@ -7,6 +7,7 @@
 
 mod auth;
 mod error;
+mod rate;
 mod raw;
 mod require;
 mod service;
@@ -28,7 +29,7 @@ use crate::router::pattern::MatchKey;
 pub const EXAMPLE: &str = include_str!("../../config/atgate.yaml");
 
 /// A validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Public listener addresses.
     pub listen: Vec<SocketAddr>,
@@ -68,6 +69,44 @@ pub struct Config {
     pub app_password: AppPasswordConfig,
     /// The replay store.
     pub replay: ReplayConfig,
+    /// Watching the config file.
+    pub reload: ReloadConfig,
+    /// The signed identity assertion sent to upstreams of routes with `assertion: true`.
+    pub assertion: AssertionConfig,
+}
+
+/// `assertion:`; every field has a default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssertionConfig {
+    /// Private ES256 JWKs (a JWKS, or one JWK): the first signs, all are published.
+    /// Without them a random per-process key is used and a warning logged.
+    pub keys: Option<SecretRef>,
+    /// `iss`. Default `service_auth.did`, else `public_url`, else `atgate`.
+    pub issuer: Option<String>,
+    /// Lifetime. Default 60s.
+    pub ttl: Duration,
+    /// Header name. Default `x-atgate-assertion`.
+    pub header: http::HeaderName,
+}
+
+impl Default for AssertionConfig {
+    fn default() -> Self {
+        AssertionConfig {
+            keys: None,
+            issuer: None,
+            ttl: Duration::from_secs(60),
+            header: http::HeaderName::from_static("x-atgate-assertion"),
+        }
+    }
+}
+
+/// `reload:`: the config file is polled and applied when its contents change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReloadConfig {
+    /// Poll the file (`atgate run`). Default true. SIGHUP reloads either way.
+    pub watch: bool,
+    /// How often. Default 2s.
+    pub interval: Duration,
 }
 
 /// Names of the identity headers sent upstream. Each must start with `x-atproto-` or
@@ -123,6 +162,14 @@ pub struct FileRef {
     pub field: String,
 }
 
+/// Two references are the same file when their paths are: where the config names it
+/// does not matter (reloads compare configs to keep what did not change).
+impl PartialEq for FileRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path
+    }
+}
+
 impl FileRef {
     /// Reads the file, or says why not in config-error form.
     pub fn read(&self) -> Result<Vec<u8>, ConfigError> {
@@ -136,7 +183,7 @@ impl FileRef {
 }
 
 /// PEM files for a TLS listener.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFiles {
     /// Certificate chain (PEM).
     pub cert: FileRef,
@@ -145,7 +192,7 @@ pub struct TlsFiles {
 }
 
 /// `limits:`; every field has a default.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Largest request body accepted; larger gets 413. Default 10 MiB.
     pub max_body: u64,
@@ -175,7 +222,7 @@ impl Default for Limits {
 }
 
 /// Log output.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// A `tracing` filter such as `info` or `atgate=debug`. Default `info`.
     pub level: String,
@@ -184,7 +231,7 @@ pub struct LogConfig {
 }
 
 /// One upstream service.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// The key under `upstreams:`.
     pub name: String,
@@ -224,7 +271,7 @@ impl AuthMethods {
 }
 
 /// Where seen proof and token ids are kept (`replay:`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReplayConfig {
     /// `redis` with the environment variable holding the URL; `None` for memory.
     pub redis_url: Option<SecretRef>,
@@ -238,7 +285,7 @@ pub struct ReplayConfig {
 }
 
 /// `app_password:`: per-request app-password credentials.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AppPasswordConfig {
     /// Header carrying the handle or DID. Default `x-atproto-handle`.
     pub handle_header: http::HeaderName,
@@ -361,7 +408,7 @@ impl PrincipalPolicy {
 }
 
 /// `identity:`: DID and handle resolution.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IdentityConfig {
     /// The PLC directory. Default `https://plc.directory`.
     pub plc_url: url::Url,
@@ -404,7 +451,7 @@ impl Default for IdentityConfig {
 }
 
 /// `service_auth:`: atgate's service identity and the rules for service JWTs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceAuthConfig {
     /// atgate's service DID, the `aud` service JWTs must name.
     pub did: Option<String>,
@@ -453,7 +500,7 @@ impl Default for ServiceAuthConfig {
 }
 
 /// A secret named by the config, read from the environment or a file at build time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum SecretRef {
     /// An environment variable.
     Env {
@@ -493,7 +540,7 @@ impl SecretRef {
 }
 
 /// `dpop:`; every field has a default.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DpopConfig {
     /// The nonce secret (64 hex characters). Without it a random per-process secret is
     /// used, and replicas then disagree on nonces.
@@ -521,7 +568,7 @@ impl Default for DpopConfig {
 }
 
 /// Where a trusted issuer's token-signing keys come from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum KeySource {
     /// `/.well-known/oauth-authorization-server` of the issuer, then its `jwks_uri`.
     Discovery,
@@ -536,7 +583,7 @@ pub enum KeySource {
 }
 
 /// One trusted authorization server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IssuerConfig {
     /// The exact `iss` value.
     pub issuer: String,
@@ -558,7 +605,7 @@ pub struct IssuerConfig {
 }
 
 /// `outbound:`: the client that fetches JWKS and metadata.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutboundConfig {
     /// Allow loopback, private, link-local and other non-global addresses. Default false.
     pub allow_private_addresses: bool,
@@ -596,7 +643,7 @@ pub enum Rewrite {
 }
 
 /// One route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// Unique name, used in logs and metric labels.
     pub name: String,
@@ -624,6 +671,45 @@ pub struct RouteConfig {
     pub forward_pds_session: bool,
     /// Path change before forwarding.
     pub rewrite: Option<Rewrite>,
+    /// Request rate limits; a request must pass every one.
+    pub rate_limits: Vec<RateLimit>,
+    /// Send a signed identity assertion (`assertion.header`). Default false.
+    pub assertion: bool,
+}
+
+/// What a rate limit counts requests by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitBy {
+    /// The client address (after trusted proxies); IPv6 by its /64. Checked before auth.
+    Ip,
+    /// The authenticated principal's DID. Checked after auth.
+    Did,
+    /// The OAuth `client_id` of a DPoP token. Checked after auth.
+    ClientId,
+}
+
+impl LimitBy {
+    /// The config spelling, also the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitBy::Ip => "ip",
+            LimitBy::Did => "did",
+            LimitBy::ClientId => "client_id",
+        }
+    }
+}
+
+/// One rate limit: `requests` per `period` on average, bursts of up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// The key.
+    pub by: LimitBy,
+    /// Requests per period.
+    pub requests: u32,
+    /// The period.
+    pub period: Duration,
+    /// Most requests at once. Default `requests`.
+    pub burst: u32,
 }
 
 impl Config {

@@ -99,6 +99,29 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) app_password: RawAppPassword,
     pub(super) replay: Option<RawReplay>,
+    #[serde(default)]
+    pub(super) reload: RawReload,
+    #[serde(default)]
+    pub(super) assertion: RawAssertion,
+}
+
+/// `assertion:`, the signed identity assertion.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAssertion {
+    pub(super) keys_env: Option<Spanned<String>>,
+    pub(super) keys_file: Option<Spanned<String>>,
+    pub(super) issuer: Option<Spanned<String>>,
+    pub(super) ttl: Option<Spanned<String>>,
+    pub(super) header: Option<Spanned<String>>,
+}
+
+/// `reload:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReload {
+    pub(super) watch: Option<bool>,
+    pub(super) interval: Option<Spanned<String>>,
 }
 
 /// `replay:`.
@@ -319,6 +342,19 @@ pub(super) struct RawRoute {
     pub(super) forward_credentials: bool,
     pub(super) strip_prefix: Option<Spanned<String>>,
     pub(super) rewrite: Option<Spanned<String>>,
+    #[serde(default)]
+    pub(super) rate_limits: Vec<Spanned<RawRateLimit>>,
+    #[serde(default)]
+    pub(super) assertion: Option<Spanned<bool>>,
+}
+
+/// `routes[i].rate_limits[j]:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub(super) by: Spanned<String>,
+    pub(super) rate: Spanned<String>,
+    pub(super) burst: Option<Spanned<u64>>,
 }
 
 /// `routes[i].match:`.

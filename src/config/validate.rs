@@ -8,8 +8,8 @@ use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::raw::{RawConfig, RawLimits, RawRoute, RawUpstream};
 use super::{
-    AuthMethods, Config, ConfigError, ConfigErrors, FileRef, Limits, LogConfig, Place, Requirement, Rewrite,
-    RouteConfig, TlsFiles, UpstreamConfig,
+    AuthMethods, Config, ConfigError, ConfigErrors, FileRef, Limits, LogConfig, Place, ReloadConfig, Requirement,
+    Rewrite, RouteConfig, TlsFiles, UpstreamConfig,
 };
 use crate::router::pattern::{HostPattern, MatchKey, PathPattern};
 
@@ -331,6 +331,11 @@ impl Validator<'_> {
                 .map(|p| self.file(&p.pinned_dir, "permission_sets.pinned_dir")),
             app_password: self.app_password(&raw.app_password),
             replay: self.replay(raw.replay.as_ref()),
+            reload: ReloadConfig {
+                watch: raw.reload.watch.unwrap_or(true),
+                interval: self.duration(&raw.reload.interval, "reload.interval", Duration::from_secs(2)),
+            },
+            assertion: self.assertion(&raw.assertion),
         }
     }
 
@@ -461,6 +466,15 @@ impl Validator<'_> {
             Some(f) => f.value,
             None => false,
         };
+        let rate_limits = self.rate_limits(&raw.rate_limits, field, kinds);
+        let assertion = match &raw.assertion {
+            Some(a) if a.value && kinds.is_public() => {
+                self.error(Place::of(a), format!("{field}.assertion"), "a public route has no principal to assert");
+                false
+            }
+            Some(a) => a.value,
+            None => false,
+        };
         let path = path?;
         let rewrite = self.rewrite(raw, field, &path);
         Some(RouteConfig {
@@ -476,6 +490,8 @@ impl Validator<'_> {
             require,
             forward_pds_session,
             rewrite: rewrite.ok()?,
+            rate_limits,
+            assertion,
         })
     }
 

@@ -104,6 +104,10 @@ pub struct Resolver {
     refreshing: moka::sync::Cache<String, ()>,
     dns: Option<TokioResolver>,
     fetches: AtomicU64,
+    /// Document lookups.
+    pub doc_stats: crate::metrics::CacheStats,
+    /// Handle lookups.
+    pub handle_stats: crate::metrics::CacheStats,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -142,7 +146,14 @@ impl Resolver {
             handles,
             config: config.clone(),
             fetches: AtomicU64::new(0),
+            doc_stats: Default::default(),
+            handle_stats: Default::default(),
         })
+    }
+
+    /// `(documents, handles)` cached now (approximate).
+    pub fn cached(&self) -> (u64, u64) {
+        (self.docs.entry_count(), self.handles.entry_count())
     }
 
     /// DID documents fetched so far (for tests and metrics).
@@ -154,6 +165,7 @@ impl Resolver {
     pub async fn resolve(self: &Arc<Self>, did: &str) -> Result<Arc<DidDoc>, IdentityError> {
         did::method(did)?;
         if let Some(slot) = self.docs.get(did).await {
+            self.doc_stats.record(true);
             if slot.result.is_ok() && slot.fetched.elapsed() >= self.config.fresh {
                 self.revalidate(did);
             }
@@ -162,6 +174,10 @@ impl Resolver {
         let this = self.clone();
         let key = did.to_owned();
         let slot = self.docs.get_with_by_ref(did, async move { this.fetch_slot(&key).await }).await;
+        self.doc_stats.record(false);
+        if slot.result.is_err() {
+            self.doc_stats.error();
+        }
         slot.result
     }
 
@@ -255,16 +271,21 @@ impl Resolver {
         if !handle::is_valid(&handle, self.config.allow_test_handles) {
             return None;
         }
-        let slot = self
+        let entry = self
             .handles
-            .get_with_by_ref(&handle, async {
+            .entry_by_ref(&handle)
+            .or_insert_with(async {
                 match handle::resolve(&handle, self.dns.as_ref(), &self.net, self.config.timeout).await {
                     Ok(did) => HandleSlot { did, failed: false },
                     Err(()) => HandleSlot { did: None, failed: true },
                 }
             })
             .await;
-        slot.did
+        self.handle_stats.record(!entry.is_fresh());
+        if entry.is_fresh() && entry.value().failed {
+            self.handle_stats.error();
+        }
+        entry.into_value().did
     }
 
     /// The handle of `did`, only if it is bidirectionally verified: the document claims

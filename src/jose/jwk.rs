@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::{Alg, b64url_decode, sha256_b64url};
 
 /// A JWK as found in a DPoP header or a JWKS.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Jwk {
     /// Key type; atgate uses `EC`.
     pub kty: String,

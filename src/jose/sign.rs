@@ -1,6 +1,6 @@
-//! ES256 signing, for the tools that make tokens and proofs: `atgate keygen`,
-//! `atgate curl`, the demo's dev issuer, tests and the load generator. atgate itself
-//! only verifies.
+//! ES256 signing: the identity assertions atgate sends upstream, and the tools that make
+//! tokens and proofs (`atgate keygen`, `atgate curl`, the demo's dev issuer, tests and
+//! the load generator).
 
 use aws_lc_rs::encoding::AsBigEndian;
 use aws_lc_rs::rand::SystemRandom;

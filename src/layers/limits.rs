@@ -104,7 +104,7 @@ where
             return answer(LimitError::Overloaded);
         };
         let (max_body, timeout) = {
-            let limits = &self.shared.runtime.load().config.limits;
+            let limits = &self.shared.runtime_of(req.extensions()).config.limits;
             (limits.max_body, limits.request_timeout)
         };
         let declared =

@@ -60,11 +60,11 @@ where
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let started = Instant::now();
+        // The request runs on this runtime to the end, whatever reloads meanwhile.
+        let runtime = self.shared.runtime.load_full();
         let conn = req.extensions().get::<ConnInfo>().copied();
-        let client = conn.map(|conn| {
-            let runtime = self.shared.runtime.load();
-            client_info(&conn, req.uri(), req.headers(), &runtime.config.trusted_proxies)
-        });
+        let client = conn.map(|conn| client_info(&conn, req.uri(), req.headers(), &runtime.config.trusted_proxies));
+        req.extensions_mut().insert(crate::state::Pinned(runtime));
         let client_ip = client.as_ref().map(|c| c.ip);
         if let Some(client) = client {
             req.extensions_mut().insert(client);

@@ -62,6 +62,50 @@ pub struct ReloadLabels {
     pub result: &'static str,
 }
 
+/// Labels of the replay-store counters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReplayLabels {
+    /// `fresh` (first use), `replayed`, or `error` (store unreachable).
+    pub result: &'static str,
+}
+
+/// Hit, miss and error counts of one cache, kept by its owner and read at scrape time
+/// (see `state::RuntimeCollector`).
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+impl CacheStats {
+    /// Counts one lookup.
+    pub fn record(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a miss whose fetch failed (also counted as a miss).
+    pub fn error(&self) {
+        self.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// `(result, count)` for `hit`, `miss` and `error`.
+    pub fn counts(&self) -> [(&'static str, u64); 3] {
+        use std::sync::atomic::Ordering::Relaxed;
+        [("hit", self.hits.load(Relaxed)), ("miss", self.misses.load(Relaxed)), ("error", self.errors.load(Relaxed))]
+    }
+}
+
+/// The replay store's latency and results; shared with `auth::dpop::replay::Measured`.
+#[derive(Debug, Clone)]
+pub struct ReplayMetrics {
+    /// Time per insert-if-absent.
+    pub latency: Histogram,
+    /// Inserts by result.
+    pub results: Family<ReplayLabels, Counter>,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to ~26 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 19))
@@ -75,6 +119,10 @@ pub struct Metrics {
     upstream_duration: Family<UpstreamLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge<i64, AtomicI64>,
     reloads: Family<ReloadLabels, Counter>,
+    config_ok: Gauge<i64, AtomicI64>,
+    config_ok_at: Gauge<i64, AtomicI64>,
+    /// The replay store's metrics.
+    pub replay: ReplayMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,13 +133,18 @@ impl std::fmt::Debug for Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(None)
     }
 }
 
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 impl Metrics {
-    /// Creates and registers every family.
-    pub fn new() -> Metrics {
+    /// Creates and registers every family, and `collector` for the values read at
+    /// scrape time.
+    pub fn new(collector: Option<Box<dyn prometheus_client::collector::Collector>>) -> Metrics {
         let mut registry = Registry::with_prefix("atgate");
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
@@ -113,7 +166,31 @@ impl Metrics {
         registry.register("requests_in_flight", "Requests being served now", in_flight.clone());
         registry.register("reloads", "Config and TLS certificate reloads, by kind and result", reloads.clone());
         registry.register("build", "Build information", Info::new(vec![("version", crate::VERSION)]));
-        Metrics { registry, requests, duration, upstream_duration, in_flight, reloads }
+        let config_ok = Gauge::<i64, AtomicI64>::default();
+        let config_ok_at = Gauge::<i64, AtomicI64>::default();
+        config_ok.set(1);
+        config_ok_at.set(unix_now());
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the last config reload succeeded (or none was tried), else 0",
+            config_ok.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the running config was loaded",
+            config_ok_at.clone(),
+        );
+        // 50 µs to ~400 ms: a memory insert is far below, a Redis round trip in the middle.
+        let replay = ReplayMetrics {
+            latency: Histogram::new(exponential_buckets(0.00005, 2.0, 14)),
+            results: Family::default(),
+        };
+        registry.register("replay_duration_seconds", "Time per replay-store check", replay.latency.clone());
+        registry.register("replay_checks", "Replay-store checks, by result", replay.results.clone());
+        if let Some(c) = collector {
+            registry.register_collector(c);
+        }
+        Metrics { registry, requests, duration, upstream_duration, in_flight, reloads, config_ok, config_ok_at, replay }
     }
 
     /// Counts one answered request and its latency.
@@ -135,6 +212,12 @@ impl Metrics {
     /// Counts a reload.
     pub fn reload(&self, kind: &'static str, ok: bool) {
         self.reloads.get_or_create(&ReloadLabels { kind, result: if ok { "success" } else { "failure" } }).inc();
+        if kind == "config" {
+            self.config_ok.set(i64::from(ok));
+            if ok {
+                self.config_ok_at.set(unix_now());
+            }
+        }
     }
 
     /// The Prometheus text exposition.

@@ -63,6 +63,7 @@ fn wants_upgrade(req: &Request<Body>) -> bool {
 
 async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
     let route = req.extensions_mut().remove::<Arc<Route>>().ok_or(ProxyError::BadRequest)?;
+    let via = shared.runtime_of(req.extensions()).config.via;
     let upstream = &route.upstream;
     let path = req.extensions_mut().remove::<NormalPath>().map(|p| p.0);
     let path = path.as_deref().unwrap_or(req.uri().path());
@@ -113,7 +114,7 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
         // The client sets Host from the upstream URI.
         headers.remove(header::HOST);
     }
-    if shared.runtime.load().config.via {
+    if via {
         headers.append(header::VIA, HeaderValue::from_static("1.1 atgate"));
     }
     *req.version_mut() = Version::HTTP_11;
@@ -140,7 +141,7 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
         }
     }
     remove_hop_by_hop(res.headers_mut(), switching);
-    if shared.runtime.load().config.via {
+    if via {
         res.headers_mut().append(header::VIA, HeaderValue::from_static("1.1 atgate"));
     }
     Ok(res.map(body::boxed))

@@ -62,7 +62,7 @@ impl crate::layers::Stage for Strip {
         mut next: S,
     ) -> crate::body::HttpFuture {
         if req.headers().keys().any(|k| is_identity_header(k.as_str())) {
-            let runtime = shared.runtime.load();
+            let runtime = shared.runtime_of(req.extensions());
             let a = &runtime.config.app_password;
             if let Some(credentials) = strip_identity(req.headers_mut(), (&a.handle_header, &a.password_header)) {
                 req.extensions_mut().insert(credentials);
@@ -92,8 +92,16 @@ pub fn inject_identity(mut req: Request<Body>) -> Request<Body> {
         if let Some(v) = handle.and_then(|h| HeaderValue::from_str(&h.0).ok()) {
             req.headers_mut().insert(names.handle.clone(), v);
         }
-        let forward_session =
-            req.extensions().get::<std::sync::Arc<crate::router::Route>>().is_some_and(|r| r.forward_pds_session);
+        let route = req.extensions().get::<std::sync::Arc<crate::router::Route>>();
+        let forward_session = route.is_some_and(|r| r.forward_pds_session);
+        let assertion = route.filter(|r| r.assertion).and_then(|r| {
+            let runtime = req.extensions().get::<crate::state::Pinned>()?;
+            let asserter = runtime.0.assertion.as_ref()?;
+            Some((asserter.header.clone(), asserter.sign(&principal, &r.upstream.config.name)?))
+        });
+        if let Some((name, value)) = assertion {
+            req.headers_mut().insert(name, value);
+        }
         if let (true, Principal::AppPassword(session)) = (forward_session, &principal) {
             if let Ok(v) = HeaderValue::from_str(session.pds.as_str().trim_end_matches('/')) {
                 req.headers_mut().insert(names.pds.clone(), v);

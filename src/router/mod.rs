@@ -50,11 +50,21 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     /// Names of the identity headers to inject.
     pub identity: Arc<IdentityHeaders>,
+    /// Rate limits with their buckets.
+    pub rate_limits: Vec<Arc<crate::ratelimit::Limiter>>,
+    /// Send a signed identity assertion.
+    pub assertion: bool,
 }
 
 impl Route {
-    /// Compiles one route config against its upstream.
-    pub fn new(config: &RouteConfig, upstream: Arc<Upstream>, identity: Arc<IdentityHeaders>) -> Route {
+    /// Compiles one route config against its upstream; rate-limit buckets are carried
+    /// over from `old` (the same route before a reload) where the limit is unchanged.
+    pub fn new(
+        config: &RouteConfig,
+        upstream: Arc<Upstream>,
+        identity: Arc<IdentityHeaders>,
+        old: Option<&Route>,
+    ) -> Route {
         Route {
             name: crate::metrics::Name(config.name.as_str().into()),
             key: config.key.clone(),
@@ -69,6 +79,8 @@ impl Route {
             forward_credentials: config.forward_credentials,
             rewrite: config.rewrite.clone(),
             identity,
+            rate_limits: crate::ratelimit::limiters(&config.rate_limits, old),
+            assertion: config.assertion,
         }
     }
 
@@ -111,6 +123,16 @@ impl RouteTable {
         routes.sort_by(|a, b| a.key.specificity_cmp(&b.key));
         let any_host = routes.iter().any(|r| r.key.host.is_some());
         RouteTable { routes, any_host }
+    }
+
+    /// The route called `name`.
+    pub fn named(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| &*r.name.0 == name)
+    }
+
+    /// Every route, in match order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter()
     }
 
     /// The route for a request.
@@ -228,13 +250,19 @@ pub fn layer(shared: &Arc<Shared>) -> StageLayer<Router> {
 
 impl Stage for Router {
     fn call<S: Next>(shared: &Arc<Shared>, mut req: Request<Body>, next: S) -> HttpFuture {
-        let runtime = shared.runtime.load_full();
-        if let Some(doc) = &runtime.did_document
-            && req.uri().path() == "/.well-known/did.json"
-            && (req.method() == Method::GET || req.method() == Method::HEAD)
-        {
-            let res = did_document_response(doc.clone());
-            return Box::pin(async move { Ok(res) });
+        let runtime = shared.runtime_of(req.extensions());
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            let served = match req.uri().path() {
+                "/.well-known/did.json" => runtime.did_document.clone().map(|d| (d, "application/did+ld+json")),
+                crate::assertion::JWKS_PATH => {
+                    runtime.assertion.as_ref().map(|a| (a.jwks.clone(), "application/jwk-set+json"))
+                }
+                _ => None,
+            };
+            if let Some((doc, content_type)) = served {
+                let res = well_known_response(doc, content_type);
+                return Box::pin(async move { Ok(res) });
+            }
         }
         let table = &runtime.routes;
         let found = path::normalize(req.uri().path()).map_err(RouteError::BadPath).and_then(|p| {
@@ -263,14 +291,15 @@ impl Stage for Router {
     }
 }
 
-/// atgate's own service DID document (`service_auth.serve_did_document`).
-fn did_document_response(doc: bytes::Bytes) -> Response<Body> {
+/// A document atgate serves itself: its service DID document
+/// (`service_auth.serve_did_document`) or its assertion JWKS.
+fn well_known_response(doc: bytes::Bytes, content_type: &'static str) -> Response<Body> {
     let mut res = Response::new(crate::body::full(doc));
     let headers = res.headers_mut();
-    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/did+ld+json"));
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     headers.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    res.extensions_mut().insert(crate::metrics::Name("did-document".into()));
+    res.extensions_mut().insert(crate::metrics::Name("well-known".into()));
     res
 }
 

@@ -65,6 +65,8 @@ pub struct SetResolver {
     cache: moka::future::Cache<String, Entry>,
     /// Sets with a background refresh under way.
     refreshing: moka::sync::Cache<String, ()>,
+    /// Lookups of sets that are not pinned.
+    pub stats: crate::metrics::CacheStats,
 }
 
 impl std::fmt::Debug for SetResolver {
@@ -87,7 +89,13 @@ impl SetResolver {
             identity,
             cache: moka::future::Cache::builder().max_capacity(10_000).expire_after(EntryExpiry).build(),
             refreshing: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(30)).build(),
+            stats: Default::default(),
         }
+    }
+
+    /// Resolved sets cached now (approximate).
+    pub fn cached(&self) -> u64 {
+        self.cache.entry_count()
     }
 
     /// The pinned sets.
@@ -110,10 +118,16 @@ impl SetResolver {
         let identity = self.identity.as_ref().ok_or(ResolveError::Off)?;
         let entry = self
             .cache
-            .get_with_by_ref(nsid, async {
+            .entry_by_ref(nsid)
+            .or_insert_with(async {
                 Entry { result: resolve(identity, nsid).await.map(Arc::new), fetched: Instant::now() }
             })
             .await;
+        self.stats.record(!entry.is_fresh());
+        if entry.is_fresh() && entry.value().result.is_err() {
+            self.stats.error();
+        }
+        let entry = entry.into_value();
         match entry.result {
             Ok(set) => {
                 if entry.fetched.elapsed() >= FRESH && self.refreshing.entry(nsid.to_owned()).or_insert(()).is_fresh() {

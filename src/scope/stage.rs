@@ -267,7 +267,7 @@ impl Stage for Authorize {
             return inner.call(req);
         };
         let (service, max_body, sets) = {
-            let runtime = shared.runtime.load();
+            let runtime = shared.runtime_of(req.extensions());
             let sets = runtime.sets.clone();
             (runtime.config.service_auth.audience(), runtime.config.limits.max_body as usize, sets)
         };

@@ -1,5 +1,6 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz`
-//! (ready to serve: listeners bound, not draining). Plain HTTP/1.1, separate port.
+//! (ready to serve: listeners bound, not draining), `/jwks.json` (the identity-assertion
+//! keys, when configured). Plain HTTP/1.1, separate port.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +27,10 @@ pub fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         }
         (&Method::GET, "/readyz") => {
             (StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"not ready"}"#.to_owned())
+        }
+        (&Method::GET, "/jwks.json") if shared.runtime.load().assertion.is_some() => {
+            let jwks = shared.runtime.load().assertion.as_ref().map(|a| a.jwks.clone()).unwrap_or_default();
+            (StatusCode::OK, "application/jwk-set+json", String::from_utf8_lossy(&jwks).into_owned())
         }
         _ => (
             StatusCode::NOT_FOUND,

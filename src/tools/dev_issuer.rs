@@ -83,6 +83,15 @@ impl DevIssuer {
         self.mint_with(&key, &kid, sub, jkt, scope, audience, lifetime)
     }
 
+    /// Mints a token for another OAuth client than the demo's.
+    pub fn mint_for_client(&self, client_id: &str, sub: &str, jkt: &str, audience: &str) -> String {
+        let (kid, key) = self.state.keys.read()[0].clone();
+        let token = self.mint_with(&key, &kid, sub, jkt, "atproto", audience, Duration::from_secs(600));
+        let mut claims = crate::jose::jws::parse(&token).expect("own token parses").claims;
+        claims.insert("client_id".into(), client_id.into());
+        key.sign_jwt(json!({"typ": "at+jwt", "kid": kid}), &Value::Object(claims))
+    }
+
     /// Mints with a given key and `kid` (tests use this to forge tokens).
     #[allow(clippy::too_many_arguments)]
     pub fn mint_with(

@@ -6,6 +6,7 @@
 //! log, trading cross-replica replay protection for availability.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -29,6 +30,9 @@ pub struct RedisReplayStore {
     timeout: Duration,
     failure: Failure,
     local: MemoryReplayStore,
+    fallbacks: AtomicU64,
+    /// Whether the last check failed over to memory (logged once per outage).
+    degraded: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisReplayStore {
@@ -57,6 +61,8 @@ impl RedisReplayStore {
             timeout,
             failure,
             local: MemoryReplayStore::new(local_capacity),
+            fallbacks: AtomicU64::new(0),
+            degraded: AtomicBool::new(false),
         })
     }
 }
@@ -70,22 +76,46 @@ impl ReplayStore for RedisReplayStore {
             for b in key {
                 let _ = write!(name, "{b:02x}");
             }
-            let mut conn = self.conn.clone();
             let mut cmd = redis::cmd("SET");
             cmd.arg(&name).arg(1).arg("NX").arg("PX").arg(ttl.as_millis().max(1) as u64);
-            let set = cmd.query_async::<Option<String>>(&mut conn);
+            let set = async {
+                let mut conn = self.conn.clone();
+                match cmd.query_async::<Option<String>>(&mut conn).await {
+                    // A connection that died while idle (Redis restarted) fails its next
+                    // command, and the manager reconnects: try once more on the new one
+                    // rather than refuse a request for a stale socket.
+                    Err(e) if e.is_connection_dropped() => cmd.query_async::<Option<String>>(&mut conn).await,
+                    other => other,
+                }
+            };
             let error = match tokio::time::timeout(self.timeout, set).await {
-                Ok(Ok(reply)) => return Ok(reply.is_some()),
+                Ok(Ok(reply)) => {
+                    if self.degraded.swap(false, Ordering::Relaxed) {
+                        tracing::info!("Redis replay store answering again; shared replay protection resumed");
+                    }
+                    return Ok(reply.is_some());
+                }
                 Ok(Err(e)) => e.to_string(),
                 Err(_) => "timed out".to_owned(),
             };
             match self.failure {
                 Failure::Closed => Err(ReplayError(format!("Redis: {error}"))),
                 Failure::OpenLocal => {
-                    tracing::warn!(error = %error, "Redis replay store failed; using this replica's memory (fail_open_local)");
+                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    if !self.degraded.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error = %error, "Redis replay store failed; using this replica's memory until it answers (fail_open_local)");
+                    }
                     self.local.insert_if_absent(key, ttl).await
                 }
             }
         })
+    }
+
+    fn local_entries(&self) -> Option<u64> {
+        Some(self.local.len())
+    }
+
+    fn fallbacks(&self) -> u64 {
+        self.fallbacks.load(Ordering::Relaxed)
     }
 }

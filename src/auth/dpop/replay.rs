@@ -19,6 +19,56 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug {
     /// Records `key` for `ttl`. `Ok(true)` if it was new, `Ok(false)` if it was already
     /// there (a replay). Must be atomic: of two concurrent inserts, one sees `false`.
     fn insert_if_absent(&self, key: [u8; 32], ttl: Duration) -> BoxFuture<'_, Result<bool, ReplayError>>;
+
+    /// Entries held in this process, when the store keeps any.
+    fn local_entries(&self) -> Option<u64> {
+        None
+    }
+
+    /// Checks answered from this replica's memory because the shared store failed
+    /// (`fail_open_local`).
+    fn fallbacks(&self) -> u64 {
+        0
+    }
+}
+
+/// A store with its latency and results recorded (`atgate_replay_*`).
+#[derive(Debug)]
+pub struct Measured {
+    inner: std::sync::Arc<dyn ReplayStore>,
+    metrics: crate::metrics::ReplayMetrics,
+}
+
+impl Measured {
+    /// Wraps `inner`.
+    pub fn new(inner: std::sync::Arc<dyn ReplayStore>, metrics: crate::metrics::ReplayMetrics) -> Measured {
+        Measured { inner, metrics }
+    }
+}
+
+impl ReplayStore for Measured {
+    fn insert_if_absent(&self, key: [u8; 32], ttl: Duration) -> BoxFuture<'_, Result<bool, ReplayError>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.inner.insert_if_absent(key, ttl).await;
+            self.metrics.latency.observe(started.elapsed().as_secs_f64());
+            let label = match result {
+                Ok(true) => "fresh",
+                Ok(false) => "replayed",
+                Err(_) => "error",
+            };
+            self.metrics.results.get_or_create(&crate::metrics::ReplayLabels { result: label }).inc();
+            result
+        })
+    }
+
+    fn local_entries(&self) -> Option<u64> {
+        self.inner.local_entries()
+    }
+
+    fn fallbacks(&self) -> u64 {
+        self.inner.fallbacks()
+    }
 }
 
 /// Builds a replay key: SHA-256 over length-prefixed parts (no ambiguity between
@@ -57,8 +107,9 @@ impl MemoryReplayStore {
         }
     }
 
-    /// Entries held now (approximate).
+    /// Entries held now (pending inserts and expiries applied first).
     pub fn len(&self) -> u64 {
+        self.seen.run_pending_tasks();
         self.seen.entry_count()
     }
 
@@ -72,6 +123,10 @@ impl ReplayStore for MemoryReplayStore {
     fn insert_if_absent(&self, key: [u8; 32], ttl: Duration) -> BoxFuture<'_, Result<bool, ReplayError>> {
         let entry = self.seen.entry(key).or_insert_with(|| Instant::now() + ttl);
         Box::pin(std::future::ready(Ok(entry.is_fresh())))
+    }
+
+    fn local_entries(&self) -> Option<u64> {
+        Some(self.len())
     }
 }
 

@@ -56,6 +56,8 @@ fn jwk_error(e: JwkError) -> ProofError {
 #[derive(Debug)]
 pub struct KeyCache {
     keys: moka::sync::Cache<String, std::sync::Arc<PublicKey>>,
+    /// Lookups.
+    pub stats: crate::metrics::CacheStats,
 }
 
 impl KeyCache {
@@ -65,11 +67,23 @@ impl KeyCache {
             .max_capacity(capacity)
             .time_to_live(std::time::Duration::from_secs(600))
             .build();
-        KeyCache { keys }
+        KeyCache { keys, stats: Default::default() }
+    }
+
+    /// Keys held now (approximate).
+    pub fn len(&self) -> u64 {
+        self.keys.entry_count()
+    }
+
+    /// Whether none are held (approximate).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn get(&self, jkt: &str) -> Option<std::sync::Arc<PublicKey>> {
-        self.keys.get(jkt)
+        let found = self.keys.get(jkt);
+        self.stats.record(found.is_some());
+        found
     }
 
     fn insert(&self, jkt: String, key: std::sync::Arc<PublicKey>) {
