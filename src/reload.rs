@@ -1,6 +1,7 @@
 //! Hot reload: read, validate and build a new runtime, then swap it in whole.
 //!
-//! Triggers are SIGHUP and a change of the config file's contents. The file is polled
+//! Triggers are SIGHUP and a change of the config file's contents or of a secret or key
+//! file it names (`Config::watched_files`). The files are polled
 //! (`reload.interval`, default 2 s) rather than watched with inotify: editors replace
 //! files by rename and Kubernetes swaps a ConfigMap's `..data` symlink, and both break a
 //! watch on the file itself, while reading a few kilobytes every two seconds costs
@@ -109,11 +110,24 @@ fn keep_start_only_fields(old: &Config, new: &mut Config) -> Vec<&'static str> {
     changed
 }
 
-/// Polls `path` and reloads when its contents change, until `stop` turns true. The
-/// interval is read from the running config each time (`reload.interval`).
+/// What the watcher compares: the config file and every file it names, read whole.
+/// `None` while any of them cannot be read (a rename in progress).
+async fn snapshot(path: &Path, shared: &Shared) -> Option<Vec<Vec<u8>>> {
+    let files: Vec<PathBuf> = shared.runtime.load().config.watched_files().into_iter().map(Path::to_path_buf).collect();
+    let mut out = Vec::with_capacity(files.len() + 1);
+    out.push(tokio::fs::read(path).await.ok()?);
+    for f in files {
+        out.push(tokio::fs::read(&f).await.ok()?);
+    }
+    Some(out)
+}
+
+/// Polls `path`, and the secret and key files its config names, and reloads when any
+/// of them changes, until `stop` turns true. The interval is read from the running
+/// config each time (`reload.interval`).
 pub fn spawn_watcher(shared: Arc<Shared>, path: PathBuf, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
-        let mut applied = tokio::fs::read(&path).await.ok();
+        let mut applied = snapshot(&path, &shared).await;
         loop {
             let reload = shared.runtime.load().config.reload.clone();
             if !reload.watch {
@@ -123,20 +137,20 @@ pub fn spawn_watcher(shared: Arc<Shared>, path: PathBuf, mut stop: watch::Receiv
                 _ = tokio::time::sleep(reload.interval) => {}
                 _ = crate::server::stopped(&mut stop) => return,
             }
-            // A missing or unreadable file is a rename in progress: look again next time.
-            let Ok(first) = tokio::fs::read(&path).await else { continue };
+            let Some(first) = snapshot(&path, &shared).await else { continue };
             if applied.as_ref() == Some(&first) {
                 continue;
             }
             tokio::time::sleep(SETTLE).await;
-            let Ok(second) = tokio::fs::read(&path).await else { continue };
+            let Some(second) = snapshot(&path, &shared).await else { continue };
             if second != first {
                 continue;
             }
-            tracing::info!(path = %path.display(), "config file changed");
-            // A rejected version is not retried until the file changes again.
+            tracing::info!(path = %path.display(), "config or a file it names changed");
+            // A rejected version is not retried until something changes again.
             let _ = reload_file(&shared, &path).await;
-            applied = Some(second);
+            // After a reload the set of named files may differ: compare against it.
+            applied = snapshot(&path, &shared).await.or(Some(second));
         }
     });
 }

@@ -91,14 +91,23 @@ pub struct DpopState {
 
 impl DpopState {
     fn build(config: &DpopConfig, issuers: Issuers) -> Result<DpopState, ConfigError> {
-        let secret = match &config.nonce_secret {
+        let (secret, older) = match &config.nonce_secret {
             Some(secret) => {
+                // One secret, or several separated by whitespace: the first issues, the
+                // rest are still accepted (rotation).
                 let text = secret.read()?;
-                let bytes = std::str::from_utf8(&text).ok().and_then(crate::config::decode_hex);
-                match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
-                    Some(b) => b,
-                    None => {
-                        return Err(secret.origin().error("nonce secret must be 64 hex characters (32 bytes)".into()));
+                let parsed: Option<Vec<[u8; 32]>> = std::str::from_utf8(&text).ok().and_then(|t| {
+                    t.split_whitespace()
+                        .map(|s| crate::config::decode_hex(s).and_then(|b| <[u8; 32]>::try_from(b).ok()))
+                        .collect()
+                });
+                match parsed {
+                    Some(list) if !list.is_empty() => (list[0], list[1..].to_vec()),
+                    _ => {
+                        return Err(secret.origin().error(
+                            "nonce secret must be 64 hex characters (32 bytes), or several separated by whitespace"
+                                .into(),
+                        ));
                     }
                 }
             }
@@ -113,11 +122,11 @@ impl DpopState {
                     field: "dpop".into(),
                     message: "no randomness for the nonce secret".into(),
                 })?;
-                b
+                (b, Vec::new())
             }
         };
         Ok(DpopState {
-            nonces: Nonces::new(&secret, config.nonce_rotation),
+            nonces: Nonces::with_older(&secret, &older, config.nonce_rotation),
             issuers,
             tokens: TokenCache::new(config.token_cache_capacity),
             max_proof_bytes: config.max_proof_bytes,

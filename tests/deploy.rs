@@ -19,8 +19,7 @@ fn manifests() -> HashMap<String, Value> {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let docs: Vec<Value> =
-            serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         for doc in docs {
             let kind = doc["kind"].as_str().unwrap().to_owned();
             let name = doc["metadata"]["name"].as_str().map(str::to_owned).unwrap_or_default();
@@ -40,14 +39,18 @@ fn port(ports: &Value, name: &str) -> u64 {
 fn secret_key(secret: &Option<SecretRef>, mount: &str) -> String {
     let Some(SecretRef::File(file)) = secret else { panic!("expected a *_file secret") };
     let path = file.path.to_str().unwrap();
-    path.strip_prefix(mount).and_then(|p| p.strip_prefix('/')).unwrap_or_else(|| panic!("{path} not under {mount}")).into()
+    path.strip_prefix(mount)
+        .and_then(|p| p.strip_prefix('/'))
+        .unwrap_or_else(|| panic!("{path} not under {mount}"))
+        .into()
 }
 
 #[test]
 fn the_kubernetes_manifests_fit_together() {
     let m = manifests();
     let kustomization = &m["Kustomization/"];
-    let listed: Vec<&str> = kustomization["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    let listed: Vec<&str> =
+        kustomization["resources"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
     for file in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes")).unwrap() {
         let name = file.unwrap().file_name().into_string().unwrap();
         assert!(name == "kustomization.yaml" || listed.contains(&name.as_str()), "{name} is not in kustomization.yaml");
@@ -109,7 +112,10 @@ fn the_kubernetes_manifests_fit_together() {
         let selector = m[key]["spec"]["selector"].get("matchLabels").unwrap_or(&m[key]["spec"]["selector"]);
         assert_eq!(selector, labels, "{key}");
     }
-    assert_eq!(m["ServiceMonitor/atgate"]["spec"]["selector"]["matchLabels"], m["Service/atgate"]["metadata"]["labels"]);
+    assert_eq!(
+        m["ServiceMonitor/atgate"]["spec"]["selector"]["matchLabels"],
+        m["Service/atgate"]["metadata"]["labels"]
+    );
     let monitored = m["ServiceMonitor/atgate"]["spec"]["endpoints"][0]["port"].as_str().unwrap();
     let service_ports = m["Service/atgate"]["spec"]["ports"].as_array().unwrap();
     assert!(service_ports.iter().any(|p| p["name"] == monitored && p["targetPort"] == "admin"));
@@ -151,7 +157,8 @@ fn the_unfilled_secret_is_refused_at_start_and_a_filled_one_is_not() {
 
 #[test]
 fn the_systemd_unit_runs_the_shipped_layout() {
-    let unit = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/atgate.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/systemd/atgate.service")).unwrap();
     let value = |key: &str| {
         unit.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix('=')).unwrap_or_else(|| panic!("no {key}="))
     };

@@ -394,3 +394,80 @@ routes:
     assert!(gw.shared().is_ready());
     assert_eq!(status_of(format!("http://{}/open/x", gw.addrs()[0])).await, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_rotated_nonce_secret_file_is_picked_up_without_dropping_old_nonces() {
+    let issuer = DevIssuer::spawn(loopback()).await.unwrap();
+    let up = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = ("11".repeat(32), "22".repeat(32));
+    let secret = dir.path().join("nonce-secret");
+    std::fs::write(&secret, &old).unwrap();
+    let path = dir.path().join("atgate.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:0
+admin_listen: 127.0.0.1:0
+log: {{ level: warn }}
+reload: {{ interval: 50ms }}
+public_url: http://gateway.test
+outbound: {{ allow_private_addresses: true, allow_http: true }}
+dpop: {{ nonce_secret_file: \"{}\" }}
+issuers:
+  - {{ issuer: \"{}\", discovery: true }}
+upstreams:
+  up: {{ url: \"http://{up}\" }}
+routes:
+  - {{ name: api, match: {{ path: /xrpc/ }}, upstream: up, auth: dpop }}
+",
+            secret.display(),
+            issuer.issuer()
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(Config::load(&path).unwrap()).await.unwrap().watch(path.clone());
+    wait_ready(&gw).await;
+    let url = format!("http://{}/xrpc/com.example.getThing", gw.addrs()[0]);
+    let signer = DpopSigner { key: SigningKey::generate() };
+    let token = issuer.mint(ALICE, &signer.key.thumbprint(), "atproto", "any", Duration::from_secs(600));
+    let htu = "http://gateway.test/xrpc/com.example.getThing";
+    let call = |nonce: Option<String>| {
+        let proof = signer.proof("GET", htu, Some(&token), nonce.as_deref(), atgate::auth::now_ms() / 1000);
+        let auth = format!("DPoP {token}");
+        let req = get(url.clone(), &[("authorization", &auth), ("dpop", &proof)]);
+        async move {
+            let (parts, _) = send(&client(), req).await;
+            (parts.status, header(&parts, "dpop-nonce").to_owned())
+        }
+    };
+    let issued_by_old = call(None).await.1;
+
+    // Step two of the rotation: the new secret issues, the old one is still accepted.
+    std::fs::write(&secret, format!("{new} {old}")).unwrap();
+    let mut issued_by_new = None;
+    for _ in 0..200 {
+        let (_, nonce) = call(None).await;
+        if nonce != issued_by_old {
+            issued_by_new = Some(nonce);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let issued_by_new = issued_by_new.expect("the rotated secret was never picked up");
+    assert_eq!(call(Some(issued_by_old.clone())).await.0, StatusCode::OK);
+    assert_eq!(call(Some(issued_by_new.clone())).await.0, StatusCode::OK);
+
+    // Step three: the old secret is gone, and so are its nonces.
+    std::fs::write(&secret, &new).unwrap();
+    let mut refused = false;
+    for _ in 0..200 {
+        if call(Some(issued_by_old.clone())).await.0 == StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(refused, "nonces of the retired secret are still accepted");
+    assert_eq!(call(Some(issued_by_new)).await.0, StatusCode::OK);
+}

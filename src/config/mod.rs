@@ -732,6 +732,29 @@ impl Config {
         }
     }
 
+    /// Files the runtime reads (secrets, keys, CA bundles): the reload watcher polls them
+    /// with the config file, so a rotated Secret takes effect without a restart.
+    pub fn watched_files(&self) -> Vec<&Path> {
+        fn file(s: &SecretRef) -> Option<&Path> {
+            match s {
+                SecretRef::File(f) => Some(f.path.as_path()),
+                SecretRef::Env { .. } => None,
+            }
+        }
+        let mut files: Vec<&Path> = Vec::new();
+        files.extend(self.dpop.nonce_secret.as_ref().and_then(file));
+        files.extend(self.assertion.keys.as_ref().and_then(file));
+        for issuer in &self.issuers {
+            match &issuer.keys {
+                KeySource::JwksFile(f) => files.push(&f.path),
+                KeySource::Hs256(s) => files.extend(file(s)),
+                _ => {}
+            }
+        }
+        files.extend(self.upstreams.iter().filter_map(|u| u.ca_file.as_ref()).map(|f| f.path.as_path()));
+        files
+    }
+
     /// The upstream a route forwards to.
     pub fn upstream_of(&self, route: &RouteConfig) -> &UpstreamConfig {
         &self.upstreams[route.upstream]

@@ -2,6 +2,10 @@
 //! `nonce(c) = b64url(HMAC-SHA256(secret, be64(c)))` with `c = floor(now_ms / R)`.
 //! The server hands out `nonce(c + 1)` and accepts `nonce(c - 1)`, `nonce(c)` and
 //! `nonce(c + 1)`, so replicas sharing the secret agree without talking.
+//!
+//! For rotation, further secrets may follow the first: their nonces are accepted but
+//! never handed out. Rolling `OLD NEW`, then `NEW OLD`, then `NEW` through the replicas
+//! changes the secret without a moment where two replicas reject each other's nonces.
 
 use std::time::Duration;
 
@@ -16,26 +20,36 @@ pub const DEFAULT_ROTATION: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Nonces {
     key: hmac::Key,
+    /// Secrets still accepted, never issued.
+    older: Vec<hmac::Key>,
     rotation_ms: u64,
     /// The accepted values for the current counter, computed once per rotation.
     window: arc_swap::ArcSwap<Window>,
 }
 
-/// `nonce(c - 1)`, `nonce(c)`, `nonce(c + 1)` for one counter `c`.
+/// `nonce(c + 1)` to hand out, and every accepted value for one counter `c`:
+/// `nonce(c - 1)`, `nonce(c)`, `nonce(c + 1)` under each secret.
 #[derive(Debug)]
 struct Window {
     counter: u64,
-    accepted: [String; 3],
+    issued: String,
+    accepted: Vec<String>,
 }
 
 impl Nonces {
     /// A nonce source over a 32-byte secret. `rotation` is clamped to 1 s ..= 60 s, the
     /// reference's bounds (at most a third of the 180 s proof window).
     pub fn new(secret: &[u8; 32], rotation: Duration) -> Nonces {
+        Nonces::with_older(secret, &[], rotation)
+    }
+
+    /// A nonce source issuing under `secret` and also accepting nonces of `older`.
+    pub fn with_older(secret: &[u8; 32], older: &[[u8; 32]], rotation: Duration) -> Nonces {
         let rotation_ms = (rotation.as_millis() as u64).clamp(1_000, 60_000);
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        let window = arc_swap::ArcSwap::from_pointee(Window::new(&key, 0));
-        Nonces { key, rotation_ms, window }
+        let older: Vec<hmac::Key> = older.iter().map(|s| hmac::Key::new(hmac::HMAC_SHA256, s)).collect();
+        let window = arc_swap::ArcSwap::from_pointee(Window::new(&key, &older, 0));
+        Nonces { key, older, rotation_ms, window }
     }
 
     fn window(&self, now_ms: u64) -> arc_swap::Guard<std::sync::Arc<Window>> {
@@ -44,7 +58,7 @@ impl Nonces {
         if window.counter == counter {
             return window;
         }
-        self.window.store(std::sync::Arc::new(Window::new(&self.key, counter)));
+        self.window.store(std::sync::Arc::new(Window::new(&self.key, &self.older, counter)));
         self.window.load()
     }
 
@@ -59,7 +73,7 @@ impl Nonces {
 
     /// The nonce to send in `DPoP-Nonce` at `now_ms` (Unix milliseconds).
     pub fn current(&self, now_ms: u64) -> String {
-        self.window(now_ms).accepted[2].clone()
+        self.window(now_ms).issued.clone()
     }
 
     /// Whether a proof's nonce is acceptable at `now_ms`.
@@ -74,11 +88,12 @@ fn nonce(key: &hmac::Key, counter: u64) -> String {
 }
 
 impl Window {
-    fn new(key: &hmac::Key, counter: u64) -> Window {
-        Window {
-            counter,
-            accepted: [nonce(key, counter.wrapping_sub(1)), nonce(key, counter), nonce(key, counter + 1)],
-        }
+    fn new(key: &hmac::Key, older: &[hmac::Key], counter: u64) -> Window {
+        let accepted = std::iter::once(key)
+            .chain(older)
+            .flat_map(|k| [nonce(k, counter.wrapping_sub(1)), nonce(k, counter), nonce(k, counter + 1)])
+            .collect();
+        Window { counter, issued: nonce(key, counter + 1), accepted }
     }
 }
 
@@ -117,5 +132,19 @@ mod tests {
         // Another secret's nonces are not accepted.
         let other = Nonces::new(&[7u8; 32], DEFAULT_ROTATION);
         assert!(!other.is_valid(&served, T_MS));
+    }
+
+    #[test]
+    fn older_secrets_are_accepted_but_never_issued() {
+        let (old, new) = ([1u8; 32], [2u8; 32]);
+        let before = Nonces::new(&old, DEFAULT_ROTATION);
+        let during = Nonces::with_older(&new, &[old], DEFAULT_ROTATION);
+        let after = Nonces::new(&new, DEFAULT_ROTATION);
+        let issued_before = before.current(T_MS);
+        assert!(during.is_valid(&issued_before, T_MS));
+        assert_ne!(during.current(T_MS), issued_before);
+        assert!(before.is_valid(&Nonces::with_older(&old, &[new], DEFAULT_ROTATION).current(T_MS), T_MS));
+        assert!(after.is_valid(&during.current(T_MS), T_MS));
+        assert!(!after.is_valid(&issued_before, T_MS));
     }
 }
