@@ -25,6 +25,7 @@ pub mod scope;
 pub mod server;
 pub mod stack;
 pub mod state;
+pub mod telemetry;
 pub mod tools;
 
 /// The version reported by `atgate --version` and the `atgate_build_info` metric.

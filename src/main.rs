@@ -98,18 +98,6 @@ enum ScopeCommand {
     },
 }
 
-fn init_logs(log: &LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if log.json {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
-    } else {
-        builder.compact().init();
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime")
 }
@@ -136,15 +124,19 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            init_logs(&config.log);
             runtime().block_on(async {
+                let telemetry = match atgate::telemetry::init(&config.log) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("cannot start logging: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
                 match atgate::app::Gateway::start(config).await {
                     Ok(gateway) => {
-                        if atgate::app::serve_until_signal(gateway.watch(path)).await {
-                            ExitCode::SUCCESS
-                        } else {
-                            ExitCode::FAILURE
-                        }
+                        let drained = atgate::app::serve_until_signal(gateway.watch(path)).await;
+                        telemetry.shutdown();
+                        if drained { ExitCode::SUCCESS } else { ExitCode::FAILURE }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start");
@@ -204,7 +196,7 @@ fn main() -> ExitCode {
         }
         Command::Demo { once } => {
             let level = if once { "warn" } else { "info" };
-            init_logs(&LogConfig { level: level.into(), json: false });
+            let _ = atgate::telemetry::init(&LogConfig { level: level.into(), json: false, otlp: None });
             match runtime().block_on(atgate::demo::run(once)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::FAILURE,

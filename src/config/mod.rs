@@ -228,6 +228,20 @@ pub struct LogConfig {
     pub level: String,
     /// `json` (default) or `text`.
     pub json: bool,
+    /// OpenTelemetry trace export (builds with the `otlp` feature).
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// `log.otlp:`: spans exported over OTLP/HTTP (protobuf).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// The collector's traces URL, e.g. `http://otel-collector:4318/v1/traces`.
+    pub endpoint: url::Url,
+    /// `service.name`. Default `atgate`.
+    pub service_name: String,
+    /// Share of new traces sampled, 0 to 1; a sampled parent (`traceparent`) is always
+    /// followed. Default 1.
+    pub sample_ratio: f64,
 }
 
 /// One upstream service.

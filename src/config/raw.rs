@@ -296,6 +296,16 @@ pub(super) struct RawLimits {
 pub(super) struct RawLog {
     pub(super) level: Option<Spanned<String>>,
     pub(super) format: Option<Spanned<String>>,
+    pub(super) otlp: Option<Spanned<RawOtlp>>,
+}
+
+/// `log.otlp:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOtlp {
+    pub(super) endpoint: Spanned<String>,
+    pub(super) service_name: Option<Spanned<String>>,
+    pub(super) sample_ratio: Option<Spanned<f64>>,
 }
 
 /// One entry of `upstreams:`.

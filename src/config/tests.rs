@@ -137,3 +137,23 @@ fn clock_skew_may_be_zero_in_any_unit_but_timeouts_may_not() {
     let e = Config::parse(&zero_timeout, "t").unwrap_err();
     assert!(e.to_string().ends_with("upstreams.app.timeout: must be greater than zero"), "{e}");
 }
+
+#[test]
+fn otlp_export_needs_the_feature_and_a_collector_url() {
+    let text = |otlp: &str| {
+        format!(
+            "log: {{ otlp: {otlp} }}\nupstreams:\n  a: {{ url: \"http://127.0.0.1:1\" }}\nroutes:\n  - {{ name: r, match: {{ path: / }}, upstream: a, auth: none }}\n"
+        )
+    };
+    let good = Config::parse(&text("{ endpoint: \"http://collector:4318/v1/traces\", sample_ratio: 0.25 }"), "t");
+    let bad = Config::parse(&text("{ endpoint: \"collector:4318\", sample_ratio: 2 }"), "t").unwrap_err().to_string();
+    if cfg!(feature = "otlp") {
+        let otlp = good.unwrap().log.otlp.unwrap();
+        assert_eq!((otlp.service_name.as_str(), otlp.sample_ratio), ("atgate", 0.25));
+        assert!(bad.contains("log.otlp.endpoint: invalid endpoint"), "{bad}");
+        assert!(bad.contains("log.otlp.sample_ratio: must be between 0 and 1"), "{bad}");
+    } else {
+        let err = good.unwrap_err().to_string();
+        assert!(err.contains("log.otlp: this atgate was built without OpenTelemetry export"), "{err}");
+    }
+}

@@ -204,6 +204,7 @@ impl Validator<'_> {
                     })
                     .unwrap_or(true),
             },
+            otlp: raw.log.otlp.as_ref().and_then(|o| self.otlp(o)),
         };
 
         let mut upstreams: Vec<UpstreamConfig> = Vec::new();
@@ -337,6 +338,33 @@ impl Validator<'_> {
             },
             assertion: self.assertion(&raw.assertion),
         }
+    }
+
+    fn otlp(&mut self, raw: &Spanned<super::raw::RawOtlp>) -> Option<super::OtlpConfig> {
+        if !cfg!(feature = "otlp") {
+            self.error(
+                Place::of(raw),
+                "log.otlp",
+                "this atgate was built without OpenTelemetry export (cargo build --features otlp)",
+            );
+            return None;
+        }
+        let o = &raw.value;
+        let endpoint = self.check(&o.endpoint, "log.otlp.endpoint", |s| match url::Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+            _ => Err(format!("invalid endpoint {s:?} (expected http(s)://host:4318/v1/traces)")),
+        });
+        let sample_ratio = match &o.sample_ratio {
+            Some(r) => self.check(r, "log.otlp.sample_ratio", |&r| {
+                if (0.0..=1.0).contains(&r) { Ok(r) } else { Err("must be between 0 and 1".to_owned()) }
+            })?,
+            None => 1.0,
+        };
+        Some(super::OtlpConfig {
+            endpoint: endpoint?,
+            service_name: o.service_name.as_ref().map_or_else(|| "atgate".to_owned(), |s| s.value.clone()),
+            sample_ratio,
+        })
     }
 
     fn limits(&mut self, raw: &RawLimits) -> Limits {

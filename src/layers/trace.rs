@@ -75,12 +75,14 @@ where
         let path = req.uri().path().to_owned();
         let version = req.version();
         let span = tracing::info_span!("request", request_id = %id);
+        crate::telemetry::start_request(&span, &req);
         let fut = self.inner.call(req);
         Box::pin(
             async move {
                 let res = fut.await?;
                 let route = res.extensions().get::<RouteName>().map(|r| r.0.clone());
                 let outcome = res.extensions().get::<Outcome>().map_or("ok", |o| o.0);
+                crate::telemetry::end_request(&tracing::Span::current(), res.status(), route.as_deref());
                 tracing::info!(
                     target: "atgate::access",
                     method = %method,

@@ -114,6 +114,7 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
         // The client sets Host from the upstream URI.
         headers.remove(header::HOST);
     }
+    crate::telemetry::inject(headers);
     if via {
         headers.append(header::VIA, HeaderValue::from_static("1.1 atgate"));
     }
