@@ -91,7 +91,8 @@ impl Limiter {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 let empty = self.config.burst.saturating_sub(remaining);
-                Ok(Allowance { config: self.config, remaining, reset: ceil_secs(per_request * empty) })
+                let refill = per_request.checked_mul(empty).unwrap_or(Duration::MAX);
+                Ok(Allowance { config: self.config, remaining, reset: ceil_secs(refill) })
             }
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.buckets.clock().now());
@@ -113,7 +114,7 @@ impl Limiter {
 }
 
 fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 /// A refused request: 429 `RateLimitExceeded`.
@@ -335,6 +336,18 @@ mod tests {
         let key = Key::Text("did:plc:abc".into());
         assert_eq!(l.check(&key).unwrap(), Allowance { config: l.config, remaining: 1, reset: 1 });
         assert_eq!(l.check(&key).unwrap(), Allowance { config: l.config, remaining: 0, reset: 2 });
+    }
+
+    #[test]
+    fn the_largest_limits_validation_admits_work() {
+        // A day's period with a year's refill, and u32::MAX per day.
+        let day = Duration::from_secs(24 * 3600);
+        let slow = Limiter::new(limit(LimitBy::Ip, 1, day, 365));
+        let a = slow.check(&Key::ip("192.0.2.1".parse().unwrap())).unwrap();
+        assert_eq!((a.remaining, a.reset), (364, 86_400));
+        assert_eq!(policy(&a.config), "1;w=86400;burst=365");
+        let fast = Limiter::new(limit(LimitBy::Ip, u32::MAX, day, u32::MAX));
+        assert_eq!(fast.check(&Key::ip("192.0.2.1".parse().unwrap())).unwrap().remaining, u32::MAX - 1);
     }
 
     #[test]

@@ -22,7 +22,11 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Redis::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+    }
+
+    /// On a given port (a restart on the port replicas know).
+    fn start_on(port: u16) -> Redis {
         let mut child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
@@ -197,12 +201,7 @@ replay: {{ store: redis, redis: {{ url_file: \"{}\" }}, failure: fail_closed, ti
     assert!(parts.headers.contains_key("dpop-nonce"));
 
     // Redis back on the same port: the connection comes back by itself.
-    let port = redis.port;
-    let mut back = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _back = Redis::start_on(redis.port);
     let mut resumed = None;
     for _ in 0..100 {
         let p = proof(&nonce);
@@ -214,8 +213,6 @@ replay: {{ store: redis, redis: {{ url_file: \"{}\" }}, failure: fail_closed, ti
     }
     let used = resumed.expect("replica A never recovered after Redis came back");
     let (parts, _) = send_proof(&b, &used).await;
-    let _ = back.kill();
-    let _ = back.wait();
     assert_eq!(parts.status, StatusCode::UNAUTHORIZED, "shared replay protection did not resume");
 
     let admin = format!("http://{}/metrics", a.admin_addr().unwrap());

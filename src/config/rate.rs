@@ -8,6 +8,12 @@ use super::raw::RawRateLimit;
 use super::validate::Validator;
 use super::{AuthMethods, LimitBy, Place, RateLimit};
 
+/// Longest rate period.
+const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest time a full bucket takes to refill (`burst` requests at the rate).
+const MAX_REFILL: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses `<count>/<period>`: `100/s`, `6000/m`, `50000/h`, or a duration such as `10/30s`.
 pub(super) fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
     let bad = || format!("invalid rate {text:?} (expected <count>/<period>, e.g. 100/s, 6000/m or 10/30s)");
@@ -24,6 +30,9 @@ pub(super) fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
     }
     if period / count < Duration::from_nanos(1) {
         return Err(format!("invalid rate {text:?}: more than one request per nanosecond"));
+    }
+    if period > MAX_PERIOD {
+        return Err(format!("invalid rate {text:?}: the period is at most 24h"));
     }
     Ok((count, period))
 }
@@ -56,6 +65,10 @@ impl Validator<'_> {
             };
             let (Some(by), Some((requests, period)), Some(burst)) = (by, rate, burst) else { continue };
             let limit = RateLimit { by, requests, period, burst: burst.unwrap_or(requests) };
+            if (period / requests).checked_mul(limit.burst).is_none_or(|refill| refill > MAX_REFILL) {
+                self.error(Place::of(item), field, "burst takes more than a year to refill at this rate");
+                continue;
+            }
             if out.iter().any(|l| l.by == by && l.period == period) {
                 self.error(Place::of(item), field, format!("a second {} limit over the same period", by.as_str()));
                 continue;
