@@ -173,4 +173,29 @@ mod tests {
         // Applied live.
         assert_eq!(new.limits.max_body, old.limits.max_body + 1);
     }
+
+    #[tokio::test]
+    async fn unchanged_upstreams_keep_their_pools_and_ones_with_a_ca_file_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let cert = rcgen::generate_simple_self_signed(vec!["internal.test".to_string()]).unwrap().cert;
+        std::fs::write(&ca, cert.pem()).unwrap();
+        let text = format!(
+            "listen: 127.0.0.1:0
+upstreams:
+  plain: {{ url: \"http://127.0.0.1:1\" }}
+  pinned: {{ url: \"https://internal.test:1\", tls: {{ ca_file: \"{}\" }} }}
+routes:
+  - {{ name: a, match: {{ path: /a/ }}, upstream: plain, auth: none }}
+  - {{ name: b, match: {{ path: /b/ }}, upstream: pinned, auth: none }}
+",
+            ca.display()
+        );
+        let old = Runtime::build(Config::parse(&text, "t").unwrap()).unwrap();
+        let new = Runtime::build_from(Config::parse(&text, "t").unwrap(), Some(&old)).unwrap();
+        assert!(Arc::ptr_eq(&old.upstreams[0], &new.upstreams[0]), "an unchanged upstream lost its pool");
+        assert!(!Arc::ptr_eq(&old.upstreams[1], &new.upstreams[1]), "a CA bundle was not read again");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        assert!(Runtime::build_from(Config::parse(&text, "t").unwrap(), Some(&new)).is_err());
+    }
 }

@@ -150,7 +150,9 @@ impl Runtime {
         let mut errors = Vec::new();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
-            let kept = previous.and_then(|p| p.upstreams.iter().find(|old| old.config == *u));
+            // One with a CA file is rebuilt, so that a rotated bundle takes effect.
+            let kept =
+                previous.filter(|_| u.ca_file.is_none()).and_then(|p| p.upstreams.iter().find(|old| old.config == *u));
             match kept {
                 Some(old) => upstreams.push(old.clone()),
                 None => match Upstream::new(u.clone()) {
