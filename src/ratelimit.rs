@@ -245,7 +245,14 @@ fn call<P: Phase, S: Next>(req: Request<Body>, mut next: S) -> HttpFuture {
         }),
         Err(limited) => {
             tracing::debug!(route = %route.name.0, error = %limited, "rate limited");
-            let res = reject(&limited);
+            let mut res = reject(&limited);
+            // Refused before the auth stage: still a DPoP-path answer, so it carries a nonce.
+            if route.auth.dpop
+                && let Some(runtime) = req.extensions().get::<crate::state::Pinned>()
+                && let Some(dpop) = runtime.0.dpop.as_ref()
+            {
+                crate::auth::decorate_dpop_response(&mut res, dpop);
+            }
             Box::pin(async move { Ok(res) })
         }
     }

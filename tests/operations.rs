@@ -143,7 +143,7 @@ issuers:
     match: { path: /xrpc/ }
     upstream: up
     auth: dpop
-    rate_limits: [{ by: client_id, rate: 1/m }]
+    rate_limits: [{ by: client_id, rate: 1/m }, { by: ip, rate: 4/m }]
 ";
     let gw = Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap();
     wait_ready(&gw).await;
@@ -166,9 +166,16 @@ issuers:
     };
     assert_eq!(call("https://app-one.example/client-metadata.json").await.0.status, StatusCode::OK);
     let (parts, _) = call("https://app-one.example/client-metadata.json").await;
+    assert_eq!(header(&parts, "ratelimit-policy"), "1;w=60");
     assert_eq!(parts.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(parts.headers.contains_key("dpop-nonce"), "the DPoP path answers with a nonce even when limited");
     assert_eq!(call("https://app-two.example/client-metadata.json").await.0.status, StatusCode::OK);
+    // The fifth request from this address is refused before authentication, and is
+    // still a DPoP-path answer with a nonce.
+    let (parts, body) = call("https://app-three.example/client-metadata.json").await;
+    assert_eq!(parts.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(json(&body)["message"].as_str().unwrap().contains("by ip"));
+    assert!(parts.headers.contains_key("dpop-nonce"));
 }
 
 async fn wait_ready(gw: &Gateway) {

@@ -299,7 +299,7 @@ async fn verified_token(
 
 /// Adds what every response on the DPoP path carries (ATPROTO-AUTH.md §3.7, §5): a fresh
 /// `DPoP-Nonce`, CORS exposure of it and of `WWW-Authenticate`, and no shared caching.
-fn decorate_dpop_response(res: &mut Response<Body>, dpop: &DpopState) {
+pub fn decorate_dpop_response(res: &mut Response<Body>, dpop: &DpopState) {
     let headers = res.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&dpop.nonces.current(now_ms())) {
         headers.insert(HeaderName::from_static("dpop-nonce"), v);
