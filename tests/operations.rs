@@ -178,16 +178,6 @@ issuers:
     assert!(parts.headers.contains_key("dpop-nonce"));
 }
 
-async fn wait_ready(gw: &Gateway) {
-    for _ in 0..200 {
-        if gw.shared().is_ready() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("gateway not ready");
-}
-
 #[tokio::test]
 async fn identity_assertions_verify_against_the_published_jwks() {
     let host = DevIdentity::spawn(loopback()).await.unwrap();
@@ -281,13 +271,8 @@ async fn status_of(url: String) -> StatusCode {
 }
 
 async fn wait_for(url: &str, want: StatusCode) {
-    for _ in 0..200 {
-        if status_of(url.to_owned()).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{url} never answered {want}");
+    eventually(&format!("{url} answering {want}"), || async { (status_of(url.to_owned()).await == want).then_some(()) })
+        .await
 }
 
 #[tokio::test]
@@ -324,18 +309,14 @@ async fn edits_of_the_file_reload_under_load_without_failed_requests() {
 
     // A broken edit is refused; the running config stays.
     std::fs::write(&path, "listen: [oops\n").unwrap();
-    let mut refused = false;
-    for _ in 0..200 {
+    let metrics = eventually("the broken edit refused", || async {
         let (_, metrics) = admin_get(&gw, "/metrics").await;
-        if sample(&metrics, r#"atgate_reloads_total{kind="config",result="failure"}"#) == Some(1.0) {
-            assert_eq!(sample(&metrics, "atgate_config_last_reload_successful"), Some(0.0));
-            assert_eq!(sample(&metrics, r#"atgate_reloads_total{kind="config",result="success"}"#), Some(1.0));
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(refused, "the broken edit was not seen");
+        let failures = sample(&metrics, r#"atgate_reloads_total{kind="config",result="failure"}"#);
+        (failures == Some(1.0)).then_some(metrics)
+    })
+    .await;
+    assert_eq!(sample(&metrics, "atgate_config_last_reload_successful"), Some(0.0));
+    assert_eq!(sample(&metrics, r#"atgate_reloads_total{kind="config",result="success"}"#), Some(1.0));
     assert_eq!(status_of(format!("{base}/new/x")).await, StatusCode::OK);
 
     stop.store(true, Ordering::Relaxed);
@@ -452,29 +433,19 @@ routes:
 
     // Step two of the rotation: the new secret issues, the old one is still accepted.
     std::fs::write(&secret, format!("{new} {old}")).unwrap();
-    let mut issued_by_new = None;
-    for _ in 0..200 {
+    let issued_by_new = eventually("the rotated secret picked up", || async {
         let (_, nonce) = call(None).await;
-        if nonce != issued_by_old {
-            issued_by_new = Some(nonce);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let issued_by_new = issued_by_new.expect("the rotated secret was never picked up");
+        (nonce != issued_by_old).then_some(nonce)
+    })
+    .await;
     assert_eq!(call(Some(issued_by_old.clone())).await.0, StatusCode::OK);
     assert_eq!(call(Some(issued_by_new.clone())).await.0, StatusCode::OK);
 
     // Step three: the old secret is gone, and so are its nonces.
     std::fs::write(&secret, &new).unwrap();
-    let mut refused = false;
-    for _ in 0..200 {
-        if call(Some(issued_by_old.clone())).await.0 == StatusCode::UNAUTHORIZED {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(refused, "nonces of the retired secret are still accepted");
+    eventually("nonces of the retired secret refused", || async {
+        (call(Some(issued_by_old.clone())).await.0 == StatusCode::UNAUTHORIZED).then_some(())
+    })
+    .await;
     assert_eq!(call(Some(issued_by_new)).await.0, StatusCode::OK);
 }

@@ -163,9 +163,7 @@ replay: {{ store: redis, redis: {{ url_file: \"{}\" }}, failure: fail_closed, ti
     let a = Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap();
     let b = Gateway::start(config_with(&top, &[("up", up)], routes)).await.unwrap();
     for gw in [&a, &b] {
-        while !gw.shared().is_ready() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_ready(gw).await;
     }
     let signer = DpopSigner { key: SigningKey::generate() };
     let token = issuer.mint(ALICE, &signer.key.thumbprint(), "atproto", "any", Duration::from_secs(600));
@@ -202,16 +200,11 @@ replay: {{ store: redis, redis: {{ url_file: \"{}\" }}, failure: fail_closed, ti
 
     // Redis back on the same port: the connection comes back by itself.
     let _back = Redis::start_on(redis.port);
-    let mut resumed = None;
-    for _ in 0..100 {
+    let used = eventually("replica A recovering after Redis came back", || async {
         let p = proof(&nonce);
-        if send_proof(&a, &p).await.0.status == StatusCode::OK {
-            resumed = Some(p);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let used = resumed.expect("replica A never recovered after Redis came back");
+        (send_proof(&a, &p).await.0.status == StatusCode::OK).then_some(p)
+    })
+    .await;
     let (parts, _) = send_proof(&b, &used).await;
     assert_eq!(parts.status, StatusCode::UNAUTHORIZED, "shared replay protection did not resume");
 

@@ -17,6 +17,7 @@ use crate::state::Shared;
 
 /// Answers one admin request.
 pub fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let jwks = shared.runtime.load().assertion.as_ref().map(|a| a.jwks.clone());
     let (status, content_type, text) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", shared.metrics.encode())
@@ -28,10 +29,11 @@ pub fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/readyz") => {
             (StatusCode::SERVICE_UNAVAILABLE, "application/json", r#"{"status":"not ready"}"#.to_owned())
         }
-        (&Method::GET, "/jwks.json") if shared.runtime.load().assertion.is_some() => {
-            let jwks = shared.runtime.load().assertion.as_ref().map(|a| a.jwks.clone()).unwrap_or_default();
-            (StatusCode::OK, "application/jwk-set+json", String::from_utf8_lossy(&jwks).into_owned())
-        }
+        (&Method::GET, "/jwks.json") if jwks.is_some() => (
+            StatusCode::OK,
+            "application/jwk-set+json",
+            String::from_utf8_lossy(jwks.as_deref().unwrap_or_default()).into_owned(),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
             "application/json",

@@ -204,3 +204,23 @@ pub fn rss_bytes() -> u64 {
 pub async fn dns_server(records: std::collections::HashMap<String, Vec<String>>) -> (SocketAddr, Arc<AtomicU64>) {
     atgate::tools::dev_dns::spawn(loopback(), records).await.unwrap()
 }
+
+/// Polls `probe` every 25 ms until it yields a value, for up to 5 s; panics naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..200 {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting: {what}");
+}
+
+/// Waits until the gateway reports ready (issuer keys fetched).
+pub async fn wait_ready(gw: &Gateway) {
+    eventually("gateway ready", || async { gw.shared().is_ready().then_some(()) }).await
+}
