@@ -88,7 +88,11 @@ impl Gateway {
                 )
                 .await
                 .map_err(|e| url.origin().error(e))?;
-                Shared::with_replay(runtime, Arc::new(store))
+                // Browser sessions share the connection (and Redis) with the replay store.
+                let prefix = r.key_prefix.as_ref().map_or("atgate:oauth:".to_owned(), |p| format!("{p}oauth:"));
+                let timeout = r.timeout.unwrap_or(Duration::from_millis(250));
+                let sessions = crate::oauth::store::for_gateway(Some((store.connection(), timeout)), &prefix);
+                Shared::with_stores(runtime, Arc::new(store), sessions)
             }
         };
         let service = stack::build(&shared);

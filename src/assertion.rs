@@ -116,6 +116,9 @@ impl Asserter {
                     claims["lxm"] = Value::String(lxm.clone());
                 }
             }
+            Principal::Session(session) => {
+                claims["scope"] = Value::String(session.scope.clone());
+            }
             Principal::AppPassword(_) | Principal::Anonymous => {}
         }
         let jwt = key.sign_jwt(json!({"typ": "atgate-assertion+jwt", "kid": kid}), &claims);
@@ -125,20 +128,20 @@ impl Asserter {
 
 /// Private P-256 JWKs: a JWKS (`{"keys": [...]}`) or a single JWK. `kid` defaults to the
 /// RFC 7638 thumbprint.
-fn parse_keys(text: &[u8]) -> Result<Vec<(String, Arc<SigningKey>)>, String> {
-    let json: Value = serde_json::from_slice(text).map_err(|e| format!("assertion keys are not JSON: {e}"))?;
+pub fn parse_keys(text: &[u8]) -> Result<Vec<(String, Arc<SigningKey>)>, String> {
+    let json: Value = serde_json::from_slice(text).map_err(|e| format!("the keys are not JSON: {e}"))?;
     let list = match json.get("keys") {
         Some(Value::Array(list)) => list.clone(),
-        Some(_) => return Err("assertion keys: \"keys\" must be an array".into()),
+        Some(_) => return Err("\"keys\" must be an array".into()),
         None => vec![json],
     };
     if list.is_empty() {
-        return Err("assertion keys: the JWKS has no keys".into());
+        return Err("the JWKS has no keys".into());
     }
     list.iter()
         .enumerate()
         .map(|(i, jwk)| {
-            let key = SigningKey::from_jwk(jwk).map_err(|e| format!("assertion key {i}: {e}"))?;
+            let key = SigningKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;
             let kid = jwk.get("kid").and_then(Value::as_str).map_or_else(|| key.thumbprint(), str::to_owned);
             Ok((kid, Arc::new(key)))
         })

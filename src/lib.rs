@@ -16,6 +16,7 @@ pub mod jose;
 pub mod layers;
 pub mod metrics;
 pub mod net;
+pub mod oauth;
 pub mod proxy;
 pub mod ratelimit;
 pub mod reload;

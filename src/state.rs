@@ -45,6 +45,8 @@ pub struct Runtime {
     pub sessions: Option<Arc<crate::auth::app_password::Sessions>>,
     /// Identity-assertion signing, when a route asks for it or keys are configured.
     pub assertion: Option<Arc<crate::assertion::Asserter>>,
+    /// atgate as an OAuth client (`oauth_client:`), for `oauth_session` routes.
+    pub oauth: Option<Arc<crate::oauth::OAuthClient>>,
 }
 
 /// Reads the pinned permission sets (`permission_sets.pinned_dir`).
@@ -175,8 +177,9 @@ impl Runtime {
                 .routes
                 .iter()
                 .any(|r| r.require.iter().any(|q| matches!(q, crate::config::Requirement::Include { .. })));
-        let needs_identity =
-            uses_sets || config.routes.iter().any(|r| r.auth.service_auth || r.auth.app_password || r.inject_handle);
+        let needs_identity = uses_sets
+            || config.oauth_client.is_some()
+            || config.routes.iter().any(|r| r.auth.service_auth || r.auth.app_password || r.inject_handle);
         let resolver = needs_identity.then(|| {
             let kept = outbound_kept.filter(|p| p.config.identity == config.identity).and_then(|p| p.resolver.clone());
             kept.unwrap_or_else(|| Resolver::new(&config.identity, outbound.clone()))
@@ -234,7 +237,17 @@ impl Runtime {
         });
         let assertion = crate::assertion::Asserter::build(&config, previous.and_then(|p| p.assertion.as_ref()))
             .map_err(|e| ConfigErrors(vec![e]))?;
+        let oauth = match (&config.oauth_client, &config.public_url, &resolver) {
+            (Some(c), Some(url), Some(r)) => {
+                let old = previous.and_then(|p| p.oauth.as_deref());
+                let client = crate::oauth::OAuthClient::build(c, url, r.clone(), outbound.clone(), old)
+                    .map_err(|e| ConfigErrors(vec![e]))?;
+                Some(Arc::new(client))
+            }
+            _ => None,
+        };
         Ok(Runtime {
+            oauth,
             assertion,
             routes: RouteTable::new(routes),
             upstreams,
@@ -267,6 +280,8 @@ pub struct Shared {
     pub replay: Arc<dyn ReplayStore>,
     /// Held while a reload builds and swaps a runtime, so that reloads never interleave.
     pub reloading: tokio::sync::Mutex<()>,
+    /// Browser sessions and sign-ins in progress (`oauth_session`); outlives reloads.
+    pub sessions: Arc<dyn crate::oauth::store::SessionStore>,
     ready: AtomicBool,
 }
 
@@ -279,23 +294,29 @@ impl Shared {
 
     /// Wraps a runtime, with this replay store.
     pub fn with_replay(runtime: Runtime, replay: Arc<dyn ReplayStore>) -> Arc<Shared> {
+        Shared::with_stores(runtime, replay, crate::oauth::store::for_gateway(None, ""))
+    }
+
+    /// Wraps a runtime, with these replay and session stores.
+    pub fn with_stores(
+        runtime: Runtime,
+        replay: Arc<dyn ReplayStore>,
+        sessions: Arc<dyn crate::oauth::store::SessionStore>,
+    ) -> Arc<Shared> {
         let permits = runtime.config.limits.max_concurrent_requests;
         Arc::new_cyclic(|shared| {
             let metrics = Metrics::new(Some(Box::new(RuntimeCollector(shared.clone()))));
             let replay = Arc::new(Measured::new(replay, metrics.replay.clone()));
-            Shared::assemble(runtime, metrics, permits, replay)
+            Shared {
+                runtime: ArcSwap::from_pointee(runtime),
+                metrics,
+                concurrency: Arc::new(Semaphore::new(permits)),
+                replay,
+                reloading: tokio::sync::Mutex::new(()),
+                sessions,
+                ready: AtomicBool::new(false),
+            }
         })
-    }
-
-    fn assemble(runtime: Runtime, metrics: Metrics, permits: usize, replay: Arc<dyn ReplayStore>) -> Shared {
-        Shared {
-            runtime: ArcSwap::from_pointee(runtime),
-            metrics,
-            concurrency: Arc::new(Semaphore::new(permits)),
-            replay,
-            reloading: tokio::sync::Mutex::new(()),
-            ready: AtomicBool::new(false),
-        }
     }
 
     /// Whether `/readyz` says ready: serving, and every issuer's keys fetched once.

@@ -148,7 +148,7 @@ fn the_unfilled_secret_is_refused_at_start_and_a_filled_one_is_not() {
 
     write("nonce-secret", &"ab".repeat(32));
     let err = build().unwrap_err().to_string();
-    assert!(err.contains("assertion keys are not JSON"), "{err}");
+    assert!(err.contains("keys are not JSON"), "{err}");
 
     let key = atgate::jose::sign::SigningKey::generate().private_jwk();
     write("assertion-keys.json", &serde_json::json!({ "keys": [key] }).to_string());

@@ -14,47 +14,6 @@ use http::StatusCode;
 const ALICE: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
 const AUD: &str = "did:web:api.gateway.test#svc";
 
-/// A `redis-server` on a free loopback port, killed on drop.
-struct Redis {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        Redis::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
-    }
-
-    /// On a given port (a restart on the port replicas know).
-    fn start_on(port: u16) -> Redis {
-        let mut child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test installs it)");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Redis { child, port };
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start");
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 async fn gateway(host: &DevIdentity, url_file: &std::path::Path, failure: &str) -> Gateway {
     let up = echo_upstream().await;
     let top = format!(

@@ -257,6 +257,9 @@ pub enum AuthError {
     /// The request reached the auth stage without a route (a pipeline bug).
     #[error("request was not routed")]
     NotRouted,
+    /// No usable browser session (`oauth_session` routes).
+    #[error("session: {0}")]
+    Session(crate::oauth::FlowError),
 }
 
 /// Formats a challenge; parameters whose value holds a `"` are dropped, as the
@@ -296,6 +299,7 @@ impl AuthError {
             AuthError::AppPassword(LoginError::Invalid(_)) => "AuthenticationRequired",
             AuthError::AppPassword(LoginError::RateLimited { .. }) => "RateLimitExceeded",
             AuthError::AppPassword(LoginError::Upstream(_)) => "UpstreamFailure",
+            AuthError::Session(e) => e.error_name(),
         }
     }
 }
@@ -311,6 +315,7 @@ impl Reject for AuthError {
             }
             AuthError::Denied => StatusCode::FORBIDDEN,
             AuthError::NotRouted => StatusCode::INTERNAL_SERVER_ERROR,
+            AuthError::Session(e) => e.status(),
             _ => StatusCode::UNAUTHORIZED,
         }
     }
@@ -341,6 +346,7 @@ impl Reject for AuthError {
             AuthError::Ambiguous => {
                 "Ambiguous credentials: send Authorization or app-password headers, not both".into()
             }
+            AuthError::Session(e) => e.message(),
         }
     }
     fn reason(&self) -> &'static str {
@@ -363,6 +369,7 @@ impl Reject for AuthError {
             AuthError::AppPassword(LoginError::RateLimited { .. }) => "app_password_rate_limited",
             AuthError::AppPassword(LoginError::Upstream(_)) => "app_password_upstream",
             AuthError::Ambiguous => "ambiguous_credentials",
+            AuthError::Session(e) => e.reason(),
         }
     }
     fn headers(&self, headers: &mut HeaderMap) {

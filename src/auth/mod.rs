@@ -46,6 +46,8 @@ pub enum Principal {
     Service(service::ServiceToken),
     /// An app-password session opened with the user's PDS.
     AppPassword(Arc<app_password::AppSession>),
+    /// A browser session from atgate's own OAuth sign-in (`oauth_session`).
+    Session(Arc<crate::oauth::SessionPrincipal>),
 }
 
 /// The principal's handle, verified both ways (DID document and handle resolution);
@@ -85,16 +87,26 @@ impl Principal {
                 put(&names.auth, self.kind());
                 put(&names.handle, &session.handle);
             }
+            Principal::Session(session) => {
+                put(&names.did, &session.did);
+                put(&names.auth, self.kind());
+                if let Some(handle) = &session.handle {
+                    put(&names.handle, handle);
+                }
+                put(&names.scope, &session.scope);
+            }
         }
     }
 
-    /// The `x-atproto-auth` value: `oauth`, `service`, `app-password`, or `none`.
+    /// The `x-atproto-auth` value: `oauth`, `service`, `app-password`, `oauth-session`,
+    /// or `none`.
     pub fn kind(&self) -> &'static str {
         match self {
             Principal::Anonymous => "none",
             Principal::OAuth { .. } => "oauth",
             Principal::Service(_) => "service",
             Principal::AppPassword(_) => "app-password",
+            Principal::Session(_) => "oauth-session",
         }
     }
 
@@ -105,6 +117,7 @@ impl Principal {
             Principal::OAuth { token, .. } => Some(&token.sub),
             Principal::Service(token) => Some(&token.did),
             Principal::AppPassword(session) => Some(&session.did),
+            Principal::Session(session) => Some(&session.did),
         }
     }
 }
@@ -124,6 +137,23 @@ pub async fn authenticate(
     let kinds = route.auth;
     if kinds.is_public() {
         return Ok(Principal::Anonymous);
+    }
+    // A browser route: the session cookie, unless the request carries API credentials
+    // another method of the route takes.
+    let api_credentials = req.headers.contains_key(header::AUTHORIZATION)
+        || (kinds.app_password && req.extensions.get::<crate::proxy::headers::AppPasswordHeaders>().is_some());
+    if kinds.oauth_session && !api_credentials {
+        let client = runtime.oauth.as_ref().ok_or(AuthError::NotRouted)?;
+        let session = crate::oauth::authenticate(client, &*shared.sessions, &req.method, &req.headers)
+            .await
+            .map_err(AuthError::Session)?;
+        if !route.policy.admits(&session.did) {
+            return Err(AuthError::Denied);
+        }
+        return Ok(Principal::Session(Arc::new(session)));
+    }
+    if kinds.oauth_session && !kinds.dpop && !kinds.service_auth && !kinds.app_password {
+        return Err(AuthError::Session(crate::oauth::FlowError::SessionExpired));
     }
     if kinds.app_password {
         match req.extensions.get::<crate::proxy::headers::AppPasswordHeaders>() {
@@ -297,6 +327,20 @@ async fn verified_token(
     Ok(verified)
 }
 
+/// How an `oauth_session` route refuses: a browser asking for a page without a session
+/// goes to the sign-in page (and back afterwards); other failures get a page or JSON.
+fn session_refusal(runtime: &Runtime, parts: &Parts, error: &crate::oauth::FlowError) -> Response<Body> {
+    let Some(client) = runtime.oauth.as_deref() else { return reject(&AuthError::NotRouted) };
+    let page = matches!(parts.method, http::Method::GET | http::Method::HEAD);
+    if *error == crate::oauth::FlowError::SessionExpired && page && crate::oauth::wants_html(&parts.headers) {
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut res = crate::oauth::login_redirect(client, target);
+        res.extensions_mut().insert(crate::respond::Outcome("session_required"));
+        return res;
+    }
+    crate::oauth::respond(client, error, &parts.headers)
+}
+
 /// Adds what every response on the DPoP path carries (ATPROTO-AUTH.md §3.7, §5): a fresh
 /// `DPoP-Nonce`, CORS exposure of it and of `WWW-Authenticate`, and no shared caching.
 pub fn decorate_dpop_response(res: &mut Response<Body>, dpop: &DpopState) {
@@ -339,7 +383,13 @@ impl Stage for Auth {
                 tracing::debug!(route = %route.name.0, error = %e, "authentication failed");
             }
             let mut res = match result {
+                Err(AuthError::Session(e)) if route.auth.oauth_session && runtime.oauth.is_some() => {
+                    session_refusal(&runtime, &parts, &e)
+                }
                 Ok(principal) => {
+                    if let (Principal::Session(_), Some(client)) = (&principal, runtime.oauth.as_deref()) {
+                        crate::oauth::strip_own_cookies(client, &mut parts.headers);
+                    }
                     if route.inject_handle
                         && let (Some(resolver), Some(did)) = (runtime.resolver.as_ref(), principal.did())
                         && let Some(handle) = resolver.verified_handle(did).await

@@ -53,6 +53,85 @@ impl Validator<'_> {
         }
     }
 
+    pub(super) fn oauth_client(
+        &mut self,
+        raw: &Spanned<super::raw::RawOAuthClient>,
+        public_url: Option<&url::Url>,
+    ) -> super::OAuthClientConfig {
+        let place = Place::of(raw);
+        let raw = &raw.value;
+        let d = super::OAuthClientConfig::with_scope("atproto");
+        if public_url.is_none() {
+            self.error(place, "oauth_client", "needs public_url: the client_id and redirect URI are URLs under it");
+        }
+        let text = |v: &mut Self, value: &Option<Spanned<String>>, field: &str, max: usize| {
+            value.as_ref().and_then(|s| {
+                v.check(s, format!("oauth_client.{field}"), |t| {
+                    if t.is_empty() || t.len() > max || t.chars().any(char::is_control) {
+                        Err(format!("must be 1-{max} characters without control characters"))
+                    } else {
+                        Ok(t.clone())
+                    }
+                })
+            })
+        };
+        let uri = |v: &mut Self, value: &Option<Spanned<String>>, field: &str| {
+            value.as_ref().and_then(|s| {
+                v.check(s, format!("oauth_client.{field}"), |t| match url::Url::parse(t) {
+                    Ok(u) if matches!(u.scheme(), "https" | "http") => Ok(u.to_string()),
+                    _ => Err(format!("invalid URL {t:?} (expected https://...)")),
+                })
+            })
+        };
+        let path = |v: &mut Self, value: &Option<Spanned<String>>, field: &str| {
+            value.as_ref().and_then(|s| {
+                v.check(s, format!("oauth_client.{field}"), |p| {
+                    let safe = p.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.~".contains(&b));
+                    if p.len() < 2 || !p.starts_with('/') || p.ends_with('/') || p.contains("//") || !safe {
+                        Err(format!("invalid path prefix {p:?} (like /oauth: starts with /, no trailing /)"))
+                    } else {
+                        Ok(p.clone())
+                    }
+                })
+            })
+        };
+        let scope = raw.scope.as_ref().and_then(|s| {
+            self.check(s, "oauth_client.scope", |t| {
+                let tokens: Vec<&str> = t.split(' ').collect();
+                if tokens.iter().any(|t| t.is_empty() || t.bytes().any(|b| !(0x21..0x7f).contains(&b) || b == b'"')) {
+                    Err("scopes are separated by single spaces and printable ASCII without quotes".to_owned())
+                } else if !tokens.contains(&"atproto") {
+                    Err("must include atproto".to_owned())
+                } else {
+                    Ok(t.clone())
+                }
+            })
+        });
+        let cookie_name = raw.cookie_name.as_ref().and_then(|s| {
+            self.check(s, "oauth_client.cookie_name", |n| {
+                let ok = !n.is_empty()
+                    && n.len() <= 64
+                    && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                if ok { Ok(n.clone()) } else { Err(format!("invalid cookie name {n:?} (letters, digits, - and _)")) }
+            })
+        });
+        super::OAuthClientConfig {
+            client_name: text(self, &raw.client_name, "client_name", 100).unwrap_or(d.client_name),
+            keys: self.secret(&raw.keys_env, &raw.keys_file, "oauth_client.keys"),
+            scope: scope.unwrap_or(d.scope),
+            path_prefix: path(self, &raw.path_prefix, "path_prefix").unwrap_or(d.path_prefix),
+            client_uri: uri(self, &raw.client_uri, "client_uri"),
+            logo_uri: uri(self, &raw.logo_uri, "logo_uri"),
+            tos_uri: uri(self, &raw.tos_uri, "tos_uri"),
+            policy_uri: uri(self, &raw.policy_uri, "policy_uri"),
+            cookie_name: cookie_name.unwrap_or(d.cookie_name),
+            cookie_secret: self.secret(&raw.cookie_secret_env, &raw.cookie_secret_file, "oauth_client.cookie_secret"),
+            session_ttl: self.duration(&raw.session_ttl, "oauth_client.session_ttl", d.session_ttl),
+            refresh_before: self.duration_or_zero(&raw.refresh_before, "oauth_client.refresh_before", d.refresh_before),
+            pds_proxy: path(self, &raw.pds_proxy, "pds_proxy"),
+        }
+    }
+
     fn size(&mut self, value: &Option<Spanned<String>>, field: &str, default: u64) -> u64 {
         match value {
             Some(s) => self.check(s, field, |t| super::units::parse_size(t)).unwrap_or(default),

@@ -73,6 +73,65 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// The signed identity assertion sent to upstreams of routes with `assertion: true`.
     pub assertion: AssertionConfig,
+    /// atgate as the atproto OAuth client of `oauth_session` routes.
+    pub oauth_client: Option<OAuthClientConfig>,
+}
+
+/// `oauth_client:`: atgate signs browsers in with their atproto account (a confidential
+/// client, backend-for-frontend). Its `client_id` is `public_url` + `path_prefix` +
+/// `/client-metadata.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuthClientConfig {
+    /// `client_name` in the client metadata and the sign-in page's title.
+    pub client_name: String,
+    /// Private ES256 JWKs (a JWKS, or one JWK): the first signs client assertions, all are
+    /// published. Without them a random per-process key is used and a warning logged.
+    pub keys: Option<SecretRef>,
+    /// The scope requested: `atproto` plus granular scopes or `include:` sets.
+    pub scope: String,
+    /// Where the client endpoints live. Default `/oauth`.
+    pub path_prefix: String,
+    /// `client_uri`, `logo_uri`, `tos_uri`, `policy_uri` of the metadata.
+    pub client_uri: Option<String>,
+    /// See `client_uri`.
+    pub logo_uri: Option<String>,
+    /// See `client_uri`.
+    pub tos_uri: Option<String>,
+    /// See `client_uri`.
+    pub policy_uri: Option<String>,
+    /// The session cookie's name. Default `atgate_session`.
+    pub cookie_name: String,
+    /// The key that signs cookies (at least 32 bytes). Without it a random per-process key
+    /// is used and a warning logged.
+    pub cookie_secret: Option<SecretRef>,
+    /// A session ends after this long without a request (sliding). Default 7d.
+    pub session_ttl: Duration,
+    /// Access tokens are refreshed this long before they expire. Default 60s.
+    pub refresh_before: Duration,
+    /// A path prefix (e.g. `/xrpc`) whose requests atgate forwards to the signed-in user's
+    /// PDS with the session's DPoP-bound token, as `/xrpc/<rest>`.
+    pub pds_proxy: Option<String>,
+}
+
+impl OAuthClientConfig {
+    /// The defaults, with the given scope.
+    pub fn with_scope(scope: &str) -> OAuthClientConfig {
+        OAuthClientConfig {
+            client_name: "atgate".into(),
+            keys: None,
+            scope: scope.into(),
+            path_prefix: "/oauth".into(),
+            client_uri: None,
+            logo_uri: None,
+            tos_uri: None,
+            policy_uri: None,
+            cookie_name: "atgate_session".into(),
+            cookie_secret: None,
+            session_ttl: Duration::from_secs(7 * 86_400),
+            refresh_before: Duration::from_secs(60),
+            pds_proxy: None,
+        }
+    }
 }
 
 /// `assertion:`; every field has a default.
@@ -275,12 +334,14 @@ pub struct AuthMethods {
     pub service_auth: bool,
     /// A handle (or DID) and an app password in headers, exchanged for a PDS session.
     pub app_password: bool,
+    /// A browser session cookie from atgate's own atproto OAuth sign-in.
+    pub oauth_session: bool,
 }
 
 impl AuthMethods {
     /// Whether the route is public.
     pub fn is_public(self) -> bool {
-        !self.dpop && !self.service_auth && !self.app_password
+        !self.dpop && !self.service_auth && !self.app_password && !self.oauth_session
     }
 }
 
@@ -758,6 +819,10 @@ impl Config {
         let mut files: Vec<&Path> = Vec::new();
         files.extend(self.dpop.nonce_secret.as_ref().and_then(file));
         files.extend(self.assertion.keys.as_ref().and_then(file));
+        if let Some(o) = &self.oauth_client {
+            files.extend(o.keys.as_ref().and_then(file));
+            files.extend(o.cookie_secret.as_ref().and_then(file));
+        }
         for issuer in &self.issuers {
             match &issuer.keys {
                 KeySource::JwksFile(f) => files.push(&f.path),

@@ -103,6 +103,28 @@ pub(super) struct RawConfig {
     pub(super) reload: RawReload,
     #[serde(default)]
     pub(super) assertion: RawAssertion,
+    pub(super) oauth_client: Option<Spanned<RawOAuthClient>>,
+}
+
+/// `oauth_client:`, atgate as the atproto OAuth client of browser routes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOAuthClient {
+    pub(super) client_name: Option<Spanned<String>>,
+    pub(super) keys_env: Option<Spanned<String>>,
+    pub(super) keys_file: Option<Spanned<String>>,
+    pub(super) scope: Option<Spanned<String>>,
+    pub(super) path_prefix: Option<Spanned<String>>,
+    pub(super) client_uri: Option<Spanned<String>>,
+    pub(super) logo_uri: Option<Spanned<String>>,
+    pub(super) tos_uri: Option<Spanned<String>>,
+    pub(super) policy_uri: Option<Spanned<String>>,
+    pub(super) cookie_name: Option<Spanned<String>>,
+    pub(super) cookie_secret_env: Option<Spanned<String>>,
+    pub(super) cookie_secret_file: Option<Spanned<String>>,
+    pub(super) session_ttl: Option<Spanned<String>>,
+    pub(super) refresh_before: Option<Spanned<String>>,
+    pub(super) pds_proxy: Option<Spanned<String>>,
 }
 
 /// `assertion:`, the signed identity assertion.

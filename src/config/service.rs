@@ -174,6 +174,7 @@ impl Validator<'_> {
         field: &str,
         service_auth: bool,
         dpop: bool,
+        oauth_session: bool,
     ) -> (Lxm, bool, PrincipalPolicy) {
         let needs_service = |v: &mut Self, place: Place, name: &str| {
             if !service_auth {
@@ -240,7 +241,7 @@ impl Validator<'_> {
                 })
                 .collect()
         });
-        if (allow_dids.is_some() || !deny_dids.is_empty()) && !service_auth && !dpop {
+        if (allow_dids.is_some() || !deny_dids.is_empty()) && !service_auth && !dpop && !oauth_session {
             self.error(
                 Place::of(&raw.name),
                 format!("{field}.allow_dids"),

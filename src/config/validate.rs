@@ -295,6 +295,17 @@ impl Validator<'_> {
             );
         }
 
+        let oauth_client = raw.oauth_client.as_ref().map(|o| self.oauth_client(o, public_url.as_ref()));
+        if oauth_client.is_none()
+            && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.oauth_session)
+        {
+            self.error(
+                places[i].0,
+                format!("routes[{}].auth", places[i].1),
+                format!("route {:?} uses oauth_session, which needs an oauth_client: section", r.name),
+            );
+        }
+
         if public_url.is_none()
             && trusted_proxies.is_empty()
             && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.dpop)
@@ -337,6 +348,7 @@ impl Validator<'_> {
                 interval: self.duration(&raw.reload.interval, "reload.interval", Duration::from_secs(2)),
             },
             assertion: self.assertion(&raw.assertion),
+            oauth_client,
         }
     }
 
@@ -463,20 +475,22 @@ impl Validator<'_> {
                     "dpop" => methods.dpop = true,
                     "service_auth" => methods.service_auth = true,
                     "app_password" => methods.app_password = true,
+                    "oauth_session" => methods.oauth_session = true,
                     other => {
                         return Err(format!(
-                            "unknown auth method {other:?} (expected: none, dpop, service_auth or app_password)"
+                            "unknown auth method {other:?} (expected: none, dpop, service_auth, app_password or oauth_session)"
                         ));
                     }
                 }
             }
             if list.0.is_empty() || (public && !methods.is_public()) {
-                return Err("auth is none, or a list of dpop, service_auth and app_password".to_owned());
+                return Err("auth is none, or a list of dpop, service_auth, app_password and oauth_session".to_owned());
             }
             Ok(methods)
         });
         let kinds = auth.unwrap_or_default();
-        let (lxm, allow_token_reuse, policy) = self.route_service(raw, field, kinds.service_auth, kinds.dpop);
+        let (lxm, allow_token_reuse, policy) =
+            self.route_service(raw, field, kinds.service_auth, kinds.dpop, kinds.oauth_session);
         let inject_handle = match &raw.inject_handle {
             Some(h) if h.value && kinds.is_public() => {
                 self.error(Place::of(h), format!("{field}.inject_handle"), "a public route has no principal");

@@ -52,6 +52,17 @@ pub enum NetError {
     NotJson,
 }
 
+/// A whole answer from [`Outbound::exchange`].
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body, at most `outbound.max_response_bytes`.
+    pub body: Bytes,
+}
+
 /// The outbound client with its policy.
 #[derive(Clone)]
 pub struct Outbound {
@@ -157,6 +168,33 @@ impl Outbound {
             let bytes = read_limited(res.into_body(), max).await?;
             let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
             Ok((status, retry_after, json))
+        };
+        tokio::time::timeout(self.policy.timeout, fetch).await.map_err(|_| NetError::Timeout)?
+    }
+
+    /// Sends one request (method, headers, body) and reads the whole answer, whatever its
+    /// status: the OAuth client's PAR, token and revocation calls and its PDS proxy.
+    pub async fn exchange(
+        &self,
+        method: http::Method,
+        url: &url::Url,
+        headers: http::HeaderMap,
+        body: Bytes,
+    ) -> Result<Reply, NetError> {
+        self.check_url(url)?;
+        let uri: http::Uri = url.as_str().parse().map_err(|_| NetError::Url("unparseable".into()))?;
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(h) = req.headers_mut() {
+            *h = headers;
+            h.insert(header::USER_AGENT, http::HeaderValue::from_static(concat!("atgate/", env!("CARGO_PKG_VERSION"))));
+        }
+        let req = req.body(body::full(body)).map_err(|_| NetError::Url("unparseable".into()))?;
+        let max = self.policy.max_response_bytes as usize;
+        let fetch = async {
+            let res = self.client.request(req).await.map_err(|e| classify(&e))?;
+            let (parts, incoming) = res.into_parts();
+            let body = read_limited(incoming, max).await?;
+            Ok(Reply { status: parts.status, headers: parts.headers, body })
         };
         tokio::time::timeout(self.policy.timeout, fetch).await.map_err(|_| NetError::Timeout)?
     }

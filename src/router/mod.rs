@@ -264,6 +264,16 @@ impl Stage for Router {
                 return Box::pin(async move { Ok(res) });
             }
         }
+        if let Some(client) = &runtime.oauth
+            && crate::oauth::is_own_path(client, req.uri().path())
+        {
+            let (shared, runtime) = (shared.clone(), runtime.clone());
+            return Box::pin(async move {
+                let mut res = crate::oauth::serve(shared, runtime, req).await;
+                res.extensions_mut().insert(crate::metrics::Name("oauth".into()));
+                Ok(res)
+            });
+        }
         let table = &runtime.routes;
         let found = path::normalize(req.uri().path()).map_err(RouteError::BadPath).and_then(|p| {
             let host = if table.uses_hosts() { request_host(req.uri(), req.headers()) } else { None };

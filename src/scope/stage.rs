@@ -260,6 +260,7 @@ impl Stage for Authorize {
         let granted = match req.extensions().get::<Principal>() {
             Some(Principal::OAuth { token, .. }) => Some(token.granted.clone()),
             Some(Principal::AppPassword(session)) => Some(session.granted.clone()),
+            Some(Principal::Session(session)) => Some(session.granted.clone()),
             _ => None,
         };
         let mut inner = next;

@@ -5,6 +5,7 @@ pub mod curl;
 pub mod dev_dns;
 pub mod dev_identity;
 pub mod dev_issuer;
+pub mod dev_oauth;
 pub mod dev_repo;
 pub mod explain;
 

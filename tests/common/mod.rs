@@ -224,3 +224,44 @@ where
 pub async fn wait_ready(gw: &Gateway) {
     eventually("gateway ready", || async { gw.shared().is_ready().then_some(()) }).await
 }
+
+/// A `redis-server` on a free loopback port, killed on drop.
+pub struct Redis {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Redis::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+    }
+
+    /// On a given port (a restart on the port replicas know).
+    pub fn start_on(port: u16) -> Redis {
+        let mut child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Redis { child, port };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start");
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -67,6 +67,13 @@ impl RedisReplayStore {
     }
 }
 
+impl RedisReplayStore {
+    /// The connection, for other state kept in the same Redis (browser sessions).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+}
+
 impl ReplayStore for RedisReplayStore {
     fn insert_if_absent(&self, key: [u8; 32], ttl: Duration) -> BoxFuture<'_, Result<bool, ReplayError>> {
         Box::pin(async move {

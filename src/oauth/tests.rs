@@ -1,0 +1,126 @@
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::{IdentityConfig, OAuthClientConfig, OutboundConfig};
+
+fn client_with(secret: &str) -> OAuthClient {
+    let dir = std::env::temp_dir().join(format!("atgate-cookie-{}", random_id()));
+    std::fs::write(&dir, secret).unwrap();
+    let mut config = OAuthClientConfig::with_scope("atproto");
+    config.cookie_secret = Some(crate::config::SecretRef::File(crate::config::FileRef {
+        path: dir.clone(),
+        origin: "test".into(),
+        place: Default::default(),
+        field: "oauth_client.cookie_secret_file".into(),
+    }));
+    let net = crate::net::Outbound::new(OutboundConfig::default());
+    let resolver = crate::identity::Resolver::new(&IdentityConfig::default(), net.clone());
+    let url = url::Url::parse("https://app.example.com").unwrap();
+    let client = OAuthClient::build(&config, &url, resolver, net, None).unwrap();
+    let _ = std::fs::remove_file(dir);
+    client
+}
+
+fn with_cookie(value: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::COOKIE, HeaderValue::from_str(&format!("other=1; atgate_session={value}; x=y")).unwrap());
+    h
+}
+
+#[test]
+fn client_identity_lives_under_public_url() {
+    let c = client_with("0123456789abcdef0123456789abcdef");
+    assert_eq!(c.client_id, "https://app.example.com/oauth/client-metadata.json");
+    assert_eq!(c.redirect_uri, "https://app.example.com/oauth/callback");
+    let meta: Value = serde_json::from_slice(&c.metadata).unwrap();
+    assert_eq!(meta["client_id"], c.client_id);
+    assert_eq!(meta["token_endpoint_auth_method"], "private_key_jwt");
+    assert_eq!(meta["dpop_bound_access_tokens"], true);
+    assert_eq!(meta["jwks_uri"], "https://app.example.com/oauth/jwks.json");
+    let jwks: Value = serde_json::from_slice(&c.jwks).unwrap();
+    assert!(jwks["keys"][0].get("d").is_none(), "only public keys are published");
+    let cookie = c.set_cookie("atgate_session", Some("v"), "/", Duration::from_secs(60));
+    assert_eq!(cookie, "atgate_session=v; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure");
+}
+
+#[test]
+fn signed_cookies_verify_and_foreign_ones_do_not() {
+    let c = client_with("0123456789abcdef0123456789abcdef");
+    let value = c.sign("session", "abc");
+    assert_eq!(c.session_id(&with_cookie(&value)), Some("abc"));
+    let other = client_with("another secret, 32 bytes or more!!");
+    assert_eq!(other.session_id(&with_cookie(&value)), None, "signed with another key");
+    // A flow cookie is not a session cookie, even with the same key.
+    assert_eq!(c.session_id(&with_cookie(&c.sign("flow", "abc"))), None);
+    for bad in ["", "abc", "abc.", ".sig", "abc.!!!", &format!("abd.{}", value.split_once('.').unwrap().1)] {
+        assert_eq!(c.session_id(&with_cookie(bad)), None, "{bad:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_change_to_a_session_cookie_is_refused(pos in 0usize..200, byte in 0x21u8..0x7f) {
+        let c = client_with("0123456789abcdef0123456789abcdef");
+        let id = b64url(&[7u8; 32]);
+        let value = c.sign("session", &id);
+        let mut bytes = value.clone().into_bytes();
+        let pos = pos % bytes.len();
+        prop_assume!(bytes[pos] != byte && byte != b';' && byte != b',');
+        bytes[pos] = byte;
+        let tampered = String::from_utf8(bytes).unwrap();
+        let headers = with_cookie(&tampered);
+        let found = c.session_id(&headers);
+        // The only acceptable outcome is the untouched id (a base64url padding-bit
+        // variant does not decode differently: the decoder refuses non-canonical text).
+        prop_assert!(found.is_none(), "tampered cookie {tampered:?} accepted");
+    }
+}
+
+#[test]
+fn return_targets_stay_on_this_site() {
+    assert_eq!(safe_return(Some("/app/x?y=1")), "/app/x?y=1");
+    for bad in ["//evil.example/", "/\\evil.example", "https://evil.example/", "app", "/a\nb"] {
+        assert_eq!(safe_return(Some(bad)), "/", "{bad:?}");
+    }
+    assert_eq!(safe_return(None), "/");
+}
+
+#[test]
+fn state_changing_requests_must_come_from_this_origin() {
+    let c = client_with("0123456789abcdef0123456789abcdef");
+    let mut h = HeaderMap::new();
+    assert!(same_origin(&c, &Method::GET, &h).is_ok());
+    assert_eq!(same_origin(&c, &Method::POST, &h), Err(FlowError::Csrf), "no Origin, no Referer");
+    h.insert(header::REFERER, HeaderValue::from_static("https://app.example.com/page"));
+    assert!(same_origin(&c, &Method::POST, &h).is_ok());
+    h.insert(header::ORIGIN, HeaderValue::from_static("https://evil.example"));
+    assert_eq!(same_origin(&c, &Method::DELETE, &h), Err(FlowError::Csrf), "Origin wins over Referer");
+    h.insert(header::ORIGIN, HeaderValue::from_static("https://app.example.com"));
+    assert!(same_origin(&c, &Method::PUT, &h).is_ok());
+    h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+    assert_eq!(same_origin(&c, &Method::POST, &h), Err(FlowError::Csrf));
+}
+
+#[test]
+fn own_cookies_never_reach_the_upstream() {
+    let c = client_with("0123456789abcdef0123456789abcdef");
+    let mut h = HeaderMap::new();
+    h.append(header::COOKIE, HeaderValue::from_static("theme=dark; atgate_session=abc.def"));
+    h.append(header::COOKIE, HeaderValue::from_static("atgate_session_flow=x; lang=en"));
+    strip_own_cookies(&c, &mut h);
+    assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["theme=dark; lang=en"]);
+    let mut only = with_cookie("abc.def");
+    only.insert(header::COOKIE, HeaderValue::from_static("atgate_session=abc.def"));
+    strip_own_cookies(&c, &mut only);
+    assert!(!only.contains_key(header::COOKIE));
+}
+
+#[test]
+fn pages_for_browsers_json_for_apis() {
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml,*/*;q=0.8"));
+    assert!(wants_html(&h));
+    h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    assert!(!wants_html(&h));
+    assert!(!wants_html(&HeaderMap::new()));
+}
