@@ -18,6 +18,7 @@ use crate::tools::DpopSigner;
 use crate::tools::curl::CurlRequest;
 use crate::tools::dev_identity::{DevIdentity, DidKey, did_document};
 use crate::tools::dev_issuer::DevIssuer;
+use crate::tools::dev_oauth::{Consent, DevOAuth};
 use std::time::Duration;
 
 /// The demo's embedded config, with `{{LISTEN}}`, `{{ADMIN}}`, `{{ECHO}}`, `{{ISSUER}}`
@@ -76,9 +77,27 @@ pub const DEMO_DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
 /// The `aud` of the demo's service JWTs.
 pub const DEMO_SERVICE_AUD: &str = "did:web:localhost#demo_svc";
 
-/// The demo config for the given addresses (`identity` is the identity host's `host:port`).
-pub fn config(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, issuer: &str, identity: &str) -> Config {
+/// The handle of the demo's browser sign-in user.
+pub const DEMO_HANDLE: &str = "alice.test";
+
+/// The dev servers the demo config names.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoServers<'a> {
+    /// The echo upstream.
+    pub echo: SocketAddr,
+    /// The dev issuer (DPoP route).
+    pub issuer: &'a str,
+    /// The identity host's `host:port`.
+    pub identity: &'a str,
+    /// The DNS server answering the demo handle.
+    pub dns: SocketAddr,
+}
+
+/// The demo config for the given addresses.
+pub fn config(listen: SocketAddr, admin: SocketAddr, servers: DemoServers<'_>) -> Config {
+    let DemoServers { echo, issuer, identity, dns } = servers;
     let text = DEMO_CONFIG
+        .replace("{{DNS}}", &dns.to_string())
         .replace("{{LISTEN}}", &listen.to_string())
         .replace("{{ADMIN}}", &admin.to_string())
         .replace("{{ECHO}}", &echo.to_string())
@@ -87,12 +106,77 @@ pub fn config(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, issuer: &
     Config::parse(&text, "<demo>").expect("the embedded demo config is valid")
 }
 
-/// `addr` if it is free now, else an ephemeral port on the same IP.
+/// `addr` if it is free now, else a free port on the same IP (`public_url` needs the
+/// port before the gateway binds it).
 fn free_or_ephemeral(addr: SocketAddr) -> SocketAddr {
     match std::net::TcpListener::bind(addr) {
-        Ok(_) => addr,
-        Err(_) => SocketAddr::new(addr.ip(), 0),
+        Ok(_) if addr.port() != 0 => addr,
+        _ => {
+            let any = std::net::TcpListener::bind(SocketAddr::new(addr.ip(), 0));
+            any.and_then(|l| l.local_addr()).unwrap_or(SocketAddr::new(addr.ip(), 0))
+        }
     }
+}
+
+/// Signs [`DEMO_HANDLE`] in the way a browser does: the sign-in form, the dev
+/// authorization server's approval, the callback; then reaches `/app/` with the cookie.
+pub async fn once_session(gateway: &Gateway) -> OnceReport {
+    let base = format!("http://{}", gateway.addrs()[0]);
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let mut failures = Vec::new();
+    let mut cookies: Vec<(String, String)> = Vec::new();
+    let form = format!("handle={DEMO_HANDLE}&return_to=%2Fapp%2Fwhoami");
+    let mut next = Request::post(format!("{base}/auth/login"))
+        .header(header::ORIGIN, &base)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body::full(form));
+    let mut url = url::Url::parse(&format!("{base}/auth/login")).expect("a valid URL");
+    let mut last = (http::StatusCode::BAD_GATEWAY, serde_json::Value::Null);
+    for _ in 0..6 {
+        let Ok(mut req) = next else { break };
+        let jar: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if let (false, Ok(v)) = (jar.is_empty(), http::HeaderValue::from_str(&jar.join("; "))) {
+            req.headers_mut().insert(header::COOKIE, v);
+        }
+        let res = match client.request(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                failures.push(format!("sign-in request failed: {e}"));
+                break;
+            }
+        };
+        for v in res.headers().get_all(header::SET_COOKIE) {
+            if let Some((k, v)) = v.to_str().ok().and_then(|t| t.split(';').next()).and_then(|p| p.split_once('=')) {
+                cookies.retain(|(name, _)| name != k);
+                cookies.push((k.to_owned(), v.to_owned()));
+            }
+        }
+        let location = res.headers().get(header::LOCATION).and_then(|l| l.to_str().ok()).map(str::to_owned);
+        let status = res.status();
+        let bytes = res.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        match location {
+            Some(l) if status.is_redirection() => match url.join(&l) {
+                Ok(u) => {
+                    url = u;
+                    next = Request::get(url.as_str()).body(body::empty());
+                }
+                Err(_) => break,
+            },
+            _ => {
+                last = (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null));
+                break;
+            }
+        }
+    }
+    let (status, echoed) = last;
+    if status != http::StatusCode::OK || echoed["path"] != "/whoami" {
+        failures.push(format!("browser sign-in: status {status} at {url}, expected the upstream's /whoami"));
+    }
+    let seen = &echoed["headers"];
+    if seen["x-atproto-did"] != DEMO_DID || seen["x-atproto-auth"] != "oauth-session" {
+        failures.push("the signed-in DID did not arrive at the upstream".into());
+    }
+    OnceReport { status, echoed, failures }
 }
 
 /// What `atgate demo --once` observed.
@@ -257,12 +341,20 @@ pub async fn run(once_only: bool) -> Result<bool, StartError> {
     let issuer = DevIssuer::spawn(loopback(0)).await.map_err(bind_error)?;
     let identity = DevIdentity::spawn(loopback(0)).await.map_err(bind_error)?;
     let identity_addr = identity.plc_url().trim_start_matches("http://").to_owned();
+    let pds = DevOAuth::spawn(loopback(0)).await.map_err(bind_error)?;
+    pds.add_account(DEMO_HANDLE, DEMO_DID);
+    pds.set_consent(if once_only { Consent::Approve } else { Consent::Ask });
+    identity.publish(DEMO_DID, did_document(DEMO_DID, &DidKey::k256(), Some(DEMO_HANDLE), pds.origin()));
+    let records =
+        std::collections::HashMap::from([(format!("_atproto.{DEMO_HANDLE}"), vec![format!("did={DEMO_DID}")])]);
+    let (dns, _) = crate::tools::dev_dns::spawn(loopback(0), records).await.map_err(bind_error)?;
     let (listen, admin) = if once_only {
-        (loopback(0), loopback(0))
+        (free_or_ephemeral(loopback(0)), loopback(0))
     } else {
         (free_or_ephemeral(loopback(8080)), free_or_ephemeral(loopback(9090)))
     };
-    let gateway = Gateway::start(config(listen, admin, echo, issuer.issuer(), &identity_addr)).await?;
+    let servers = DemoServers { echo, issuer: issuer.issuer(), identity: &identity_addr, dns };
+    let gateway = Gateway::start(config(listen, admin, servers)).await?;
     let addr = gateway.addrs()[0];
     let admin = gateway.admin_addr().unwrap_or(admin);
     if once_only {
@@ -275,14 +367,19 @@ pub async fn run(once_only: bool) -> Result<bool, StartError> {
         let service = once_service(&gateway, &identity).await;
         println!("service-auth GET http://{addr}/service/xrpc/com.example.getThing -> {}", service.status);
         println!("{}", serde_json::to_string_pretty(&service.echoed).unwrap_or_default());
-        let failures: Vec<&String> = public.failures.iter().chain(&dpop.failures).chain(&service.failures).collect();
+        let session = once_session(&gateway).await;
+        println!("browser sign-in as {DEMO_HANDLE}, then GET http://{addr}/app/whoami -> {}", session.status);
+        println!("{}", serde_json::to_string_pretty(&session.echoed["headers"]).unwrap_or_default());
+        let failures: Vec<&String> =
+            public.failures.iter().chain(&dpop.failures).chain(&service.failures).chain(&session.failures).collect();
         for f in &failures {
             println!("FAILED: {f}");
         }
         if failures.is_empty() {
             println!("demo ok: a public request passed with spoofed identity and hop-by-hop headers stripped;");
             println!("a DPoP request passed after the nonce challenge, and {DEMO_DID} arrived at the upstream;");
-            println!("a service JWT signed by a did:web key passed once, and its replay was refused");
+            println!("a service JWT signed by a did:web key passed once, and its replay was refused;");
+            println!("a browser signed in through PAR, PKCE, DPoP and private_key_jwt and reached the upstream");
         }
         gateway.shutdown();
         gateway.wait().await;
@@ -318,6 +415,14 @@ pub async fn run(once_only: bool) -> Result<bool, StartError> {
     println!();
     println!("A service-auth request, as {did}'s PDS would send it (a second run is refused as a replay):");
     println!("  curl -s -H 'authorization: Bearer {service_token}' http://{addr}/service/xrpc/com.example.getThing");
+    println!();
+    println!();
+    println!("Browser sign-in (the dev PDS asks for consent), with handle {DEMO_HANDLE}:");
+    println!("  open http://{addr}/app/                                        # sign in, reach the echo upstream");
+    println!(
+        "  open http://{addr}/pds/com.example.getThing                    # the PDS proxy, with the session's token"
+    );
+    println!("  open http://{addr}/auth/logout                                 # sign out (revokes at the AS)");
     println!();
     println!("Ctrl-C stops it.");
     Ok(serve_until_signal(gateway).await)
