@@ -168,6 +168,6 @@ mod tests {
         assert!(parse_keys(b"nope").unwrap_err().contains("not JSON"));
         assert!(parse_keys(br#"{"keys": []}"#).unwrap_err().contains("no keys"));
         let public = SigningKey::generate().public_jwk().to_string();
-        assert!(parse_keys(public.as_bytes()).unwrap_err().contains("assertion key 0"));
+        assert!(parse_keys(public.as_bytes()).unwrap_err().contains("key 0: not a P-256 private JWK"));
     }
 }

@@ -431,6 +431,26 @@ impl prometheus_client::collector::Collector for RuntimeCollector {
                 }
             }
         }
+        if let Some(client) = &runtime.oauth {
+            let mut e = encoder.encode_descriptor(
+                "oauth_events",
+                "Browser session events: sign_in, sign_out, refresh, refresh_failure, session_ended",
+                None,
+                MetricType::Counter,
+            )?;
+            for (event, n) in client.events.counts() {
+                ConstCounter::new(n).encode(e.encode_family(&[("event", event)])?)?;
+            }
+            if let Some(n) = shared.sessions.local_entries() {
+                let e = encoder.encode_descriptor(
+                    "oauth_store_local_entries",
+                    "Browser sessions and sign-ins in progress held in this process (memory store)",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                ConstGauge::new(n as i64).encode(e)?;
+            }
+        }
         if let Some(n) = shared.replay.local_entries() {
             let e = encoder.encode_descriptor(
                 "replay_local_entries",

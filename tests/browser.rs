@@ -35,7 +35,7 @@ impl Drop for Driver {
 impl Driver {
     fn start() -> Driver {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("chromedriver")
+        let mut child = Command::new("chromedriver")
             .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -47,6 +47,8 @@ impl Driver {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("chromedriver did not start");
     }
 }
@@ -91,7 +93,12 @@ impl Browser {
 
     async fn element(&self, css: &str) -> String {
         let found = self.cmd("POST", "/element", Some(json!({"using": "css selector", "value": css}))).await;
-        found.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).unwrap_or_else(|| panic!("no element {css}: {found}")).to_owned()
+        found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_owned()
     }
 
     async fn type_into(&self, css: &str, text: &str) {

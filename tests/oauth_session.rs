@@ -56,6 +56,13 @@ impl World {
     /// the end of `oauth_client:` when indented, at the top level when not.
     async fn gateway(&self, extra: &str) -> Gateway {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        self.replica(extra, port).await
+    }
+
+    /// A gateway whose `public_url` names `public_port`: replicas behind one address
+    /// share it (it is their `client_id`).
+    async fn replica(&self, extra: &str, public_port: u16) -> Gateway {
+        let port = public_port;
         let top = format!(
             "public_url: http://127.0.0.1:{port}
 outbound: {{ allow_private_addresses: true, allow_http: true }}
@@ -76,7 +83,8 @@ oauth_client:
   - { name: admin, match: { path: /admin/ }, upstream: up, auth: oauth_session, allow_dids: [\"did:plc:nobodynobodynobodynobody\"] }
 ";
         let mut config = config_with(&top, &[("up", self.up)], routes);
-        config.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], port))];
+        let listen = if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() { port } else { 0 };
+        config.listen = vec![std::net::SocketAddr::from(([127, 0, 0, 1], listen))];
         Gateway::start(config).await.unwrap()
     }
 }
@@ -175,6 +183,12 @@ impl Browser {
 
 fn urldecode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().unwrap().1.into_owned()
+}
+
+/// The admin listener's `/metrics`.
+async fn metrics(gw: &Gateway) -> String {
+    let url = format!("http://{}/metrics", gw.admin_addr().unwrap());
+    String::from_utf8_lossy(&send(&client(), get(url, &[])).await.1).into_owned()
 }
 
 fn echo(page: &Page) -> Value {
@@ -395,6 +409,9 @@ async fn concurrent_requests_refresh_once_and_logout_revokes() {
     assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
     assert_eq!(w.pds.counters().refreshes.load(Ordering::SeqCst), 1);
     assert_eq!(w.pds.counters().refresh_reuses.load(Ordering::SeqCst), 0);
+    let m = metrics(&gw).await;
+    assert!(m.contains(r#"atgate_oauth_events_total{event="refresh"} 1"#), "{m}");
+    assert!(m.contains(r#"atgate_oauth_events_total{event="sign_in"} 1"#));
     // The refreshed token works at the PDS.
     let page = b.send("GET", &format!("{base}/pds/com.example.get"), None, "application/json").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
@@ -420,6 +437,7 @@ async fn concurrent_requests_refresh_once_and_logout_revokes() {
     assert!(b.cookie("atgate_session").is_none());
     assert_eq!(w.pds.counters().revocations.load(Ordering::SeqCst), 2);
     assert_eq!(w.pds.refresh_tokens_live(), 0, "the refresh token is gone at the AS");
+    assert!(metrics(&gw).await.contains(r#"atgate_oauth_events_total{event="sign_out"} 1"#));
     let (parts, _) =
         send(&client(), get(format!("{base}/app/x"), &[("cookie", &cookie), ("accept", "text/html")])).await;
     assert_eq!(parts.status, StatusCode::SEE_OTHER, "the old cookie is dead");
@@ -470,7 +488,8 @@ async fn two_replicas_sharing_redis_serve_one_session_and_refresh_once() {
     std::fs::write(w.dir.path().join("redis"), format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
     let replay = format!("replay: {{ store: redis, redis: {{ url_file: \"{}/redis\" }} }}\n", w.dir.path().display());
     let a = w.gateway(&replay).await;
-    let b_gw = w.gateway(&replay).await;
+    let b_gw = w.replica(&replay, a.addrs()[0].port()).await;
+    assert_ne!(a.addrs()[0], b_gw.addrs()[0]);
     let browser = Browser::new();
     assert_eq!(browser.sign_in(&a, "alice.test", "/app/").await.status, StatusCode::OK);
     let cookie = format!("atgate_session={}", browser.cookie("atgate_session").unwrap());
@@ -490,7 +509,8 @@ async fn two_replicas_sharing_redis_serve_one_session_and_refresh_once() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let calls = (0..10).flat_map(|_| [call(&a), call(&b_gw)]);
     let results = futures_util::future::join_all(calls).await;
-    assert!(results.iter().all(|(s, _)| *s == StatusCode::OK), "{:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+    let statuses: Vec<StatusCode> = results.iter().map(|r| r.0).collect();
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
     assert_eq!(w.pds.counters().refreshes.load(Ordering::SeqCst), 1, "one refresh across both replicas");
     assert_eq!(w.pds.counters().refresh_reuses.load(Ordering::SeqCst), 0);
 
@@ -498,4 +518,35 @@ async fn two_replicas_sharing_redis_serve_one_session_and_refresh_once() {
     let base_a = format!("http://{}", a.addrs()[0]);
     browser.go("POST", &format!("{base_a}/oauth/logout"), Some(&[])).await;
     assert_eq!(call(&b_gw).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn activity_keeps_a_session_alive_and_the_proxy_reaches_only_xrpc_methods() {
+    let w = world().await;
+    let gw = w.gateway("  session_ttl: 3s").await;
+    let base = format!("http://{}", gw.addrs()[0]);
+    let b = Browser::new();
+    assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
+    // Sliding: a request every half second for twice the idle time keeps it alive.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let page = b.send("GET", &format!("{base}/app/x"), None, "application/json").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    }
+    // A signed-in browser on the sign-in page goes straight back.
+    let page = b.send("GET", &format!("{base}/oauth/login?return_to=/app/back"), None, "text/html").await;
+    assert_eq!((page.status, page.headers[header::LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, "/app/back"));
+
+    // The PDS proxy forwards one NSID and nothing else of the PDS.
+    let before = w.pds.counters().resource_requests.load(Ordering::SeqCst);
+    for path in ["/pds/../oauth/token", "/pds/com.example.get/extra", "/pds/%2e%2e/x", "/pds/", "/pds/not-an-nsid"] {
+        let page = b.send("GET", &format!("{base}{path}"), None, "application/json").await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}: {}", page.body);
+    }
+    assert_eq!(w.pds.counters().resource_requests.load(Ordering::SeqCst), before);
+
+    // Idle past session_ttl: over.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let page = b.send("GET", &format!("{base}/app/x"), None, "application/json").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
 }

@@ -296,6 +296,24 @@ impl Validator<'_> {
         }
 
         let oauth_client = raw.oauth_client.as_ref().map(|o| self.oauth_client(o, public_url.as_ref()));
+        if let Some(o) = &oauth_client {
+            // atgate answers these paths itself, before the route table.
+            let owned = [Some(o.path_prefix.as_str()), o.pds_proxy.as_deref()];
+            for (i, r) in routes.iter().enumerate() {
+                let literal = r.key.path.literal_prefix();
+                let shadowed = owned
+                    .iter()
+                    .flatten()
+                    .find(|p| literal.strip_prefix(**p).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
+                if let Some(p) = shadowed {
+                    self.error(
+                        places[i].0,
+                        format!("routes[{}].match.path", places[i].1),
+                        format!("route {:?} is under {p:?}, which the oauth_client serves itself", r.name),
+                    );
+                }
+            }
+        }
         if oauth_client.is_none()
             && let Some((i, r)) = routes.iter().enumerate().find(|(_, r)| r.auth.oauth_session)
         {

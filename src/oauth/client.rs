@@ -71,8 +71,39 @@ pub enum TokenFailure {
     Unavailable(String),
 }
 
+/// Session events, for `atgate_oauth_events_total`; carried across reloads.
+#[derive(Debug, Default)]
+pub struct Events {
+    /// Browsers signed in.
+    pub sign_ins: std::sync::atomic::AtomicU64,
+    /// Browsers signed out.
+    pub sign_outs: std::sync::atomic::AtomicU64,
+    /// Access tokens refreshed.
+    pub refreshes: std::sync::atomic::AtomicU64,
+    /// Refreshes that failed for now (the current token kept while it lasts).
+    pub refresh_failures: std::sync::atomic::AtomicU64,
+    /// Sessions ended by the authorization server (`invalid_grant` on refresh).
+    pub ended: std::sync::atomic::AtomicU64,
+}
+
+impl Events {
+    /// `(event label, count)` pairs.
+    pub fn counts(&self) -> [(&'static str, u64); 5] {
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        [
+            ("sign_in", n(&self.sign_ins)),
+            ("sign_out", n(&self.sign_outs)),
+            ("refresh", n(&self.refreshes)),
+            ("refresh_failure", n(&self.refresh_failures)),
+            ("session_ended", n(&self.ended)),
+        ]
+    }
+}
+
 /// atgate as a confidential atproto OAuth client.
 pub struct OAuthClient {
+    /// Session events.
+    pub events: Arc<Events>,
     /// The settings.
     pub config: OAuthClientConfig,
     /// `client_id`: the URL of the metadata document.
@@ -195,14 +226,16 @@ impl OAuthClient {
                 metadata[name] = Value::String(v.clone());
             }
         }
-        let (nonces, refreshing) = match previous {
-            Some(p) => (p.nonces.clone(), p.refreshing.clone()),
+        let (nonces, refreshing, events) = match previous {
+            Some(p) => (p.nonces.clone(), p.refreshing.clone(), p.events.clone()),
             None => (
                 moka::sync::Cache::builder().max_capacity(10_000).time_to_idle(Duration::from_secs(600)).build(),
                 moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(60)).build(),
+                Arc::default(),
             ),
         };
         Ok(OAuthClient {
+            events,
             config: config.clone(),
             client_id,
             redirect_uri,

@@ -15,6 +15,7 @@ pub mod pages;
 pub mod store;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -37,8 +38,9 @@ use store::SessionStore;
 const FLOW_TTL: Duration = Duration::from_secs(600);
 /// Longest a refresh may hold the cross-replica lock.
 const LOCK_TTL: Duration = Duration::from_secs(30);
-/// The idle clock is written back at most this often (sliding expiry without a write per request).
-const TOUCH_EVERY: u64 = 60;
+/// The idle clock is written back at most this often, or at half the session's idle time
+/// when that is shorter (sliding expiry without a store write per request).
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Largest form body read (sign-in, sign-out).
 const MAX_FORM: usize = 8 * 1024;
 
@@ -318,6 +320,8 @@ async fn endpoint(
             let return_to = safe_return(param(&q, "return_to"));
             match param(&q, "login_hint").filter(|h| !h.is_empty()) {
                 Some(hint) => start(client, store, hint, &return_to).await,
+                // Already signed in: straight back.
+                None if load(client, store, &req.headers).await?.is_some() => Ok(see_other(&return_to)),
                 None => Ok(pages::sign_in(&client.config.client_name, &client.path("login"), &return_to, None)),
             }
         }
@@ -476,6 +480,7 @@ async fn callback(
     let id = b64url(&id);
     save(client, store, &id, &session).await?;
     tracing::info!(did = %session.did, issuer = %session.server.issuer, "browser signed in");
+    client.events.sign_ins.fetch_add(1, Ordering::Relaxed);
     let mut res = see_other(&pending.return_to);
     let h = res.headers_mut();
     let cookie = client.sign("session", &id);
@@ -514,7 +519,8 @@ async fn load<'h>(
     let Some(id) = client.session_id(headers) else { return Ok(None) };
     let Some(mut session) = read(store, id).await? else { return Ok(None) };
     let t = now();
-    if t.saturating_sub(session.seen_at) >= TOUCH_EVERY {
+    let every = TOUCH_EVERY.min(client.config.session_ttl / 2).as_secs().max(1);
+    if t.saturating_sub(session.seen_at) >= every {
         session.seen_at = t;
         save(client, store, id, &session).await?;
     }
@@ -578,19 +584,25 @@ async fn refresh_locked(client: &OAuthClient, store: &dyn SessionStore, id: &str
             session.scope = t.scope;
             save(client, store, id, &session).await?;
             tracing::debug!(did = %session.did, "session refreshed");
+            client.events.refreshes.fetch_add(1, Ordering::Relaxed);
             Ok(session)
         }
         Ok(_) => {
             store.delete(&format!("s:{id}")).await?;
             Err(FlowError::AccountMismatch("a refresh returned another account"))
         }
-        Err(client::TokenFailure::Refused(code)) => {
-            tracing::info!(did = %session.did, error = %code, "refresh refused; session ended");
+        // The grant is gone (revoked, expired, used): so is the session.
+        Err(client::TokenFailure::Refused(code)) if code == "invalid_grant" => {
+            tracing::info!(did = %session.did, "refresh refused (invalid_grant); session ended");
+            client.events.ended.fetch_add(1, Ordering::Relaxed);
             store.delete(&format!("s:{id}")).await?;
             Err(FlowError::SessionExpired)
         }
-        Err(client::TokenFailure::Unavailable(m)) => {
+        // Anything else (invalid_client, ...) is atgate's or the server's problem, not the
+        // user's: keep the session and its current token.
+        Err(client::TokenFailure::Refused(m) | client::TokenFailure::Unavailable(m)) => {
             tracing::warn!(did = %session.did, error = %m, "refresh failed; keeping the current token while it lasts");
+            client.events.refresh_failures.fetch_add(1, Ordering::Relaxed);
             still_usable(session)
         }
     }
@@ -646,6 +658,7 @@ async fn logout(
             revoke_quietly(client, &session.server, &Some(session.access_token.clone()), &key).await;
         }
         tracing::info!(did = %session.did, "browser signed out");
+        client.events.sign_outs.fetch_add(1, Ordering::Relaxed);
     }
     let mut res = see_other(&client.path("login"));
     res.headers_mut()
@@ -669,13 +682,17 @@ async fn pds_proxy(
     req: Request<Body>,
 ) -> Result<Response<Body>, FlowError> {
     let (parts, body) = req.into_parts();
+    // Exactly one NSID after the prefix: nothing else of the PDS is reachable with the
+    // user's token (no `..`, no encoded slashes, no other paths).
+    let prefix = client.config.pds_proxy.as_deref().unwrap_or("/xrpc");
+    let rest = parts.uri.path().strip_prefix(prefix).unwrap_or("");
+    let path = format!("/xrpc{rest}");
+    let nsid = crate::auth::service::xrpc_method(&path).ok_or(FlowError::NotFound)?;
     let (id, session) = load(client, store, &parts.headers).await?.ok_or(FlowError::SessionExpired)?;
     same_origin(client, &parts.method, &parts.headers)?;
     let session = fresh(client, store, id, session).await?;
-    let prefix = client.config.pds_proxy.as_deref().unwrap_or("/xrpc");
-    let rest = parts.uri.path().strip_prefix(prefix).unwrap_or("");
     let mut url = url::Url::parse(&session.pds)
-        .and_then(|u| u.join(&format!("/xrpc{rest}")))
+        .and_then(|u| u.join(&format!("/xrpc/{nsid}")))
         .map_err(|_| FlowError::BadServer("invalid PDS URL".into()))?;
     url.set_query(parts.uri.query());
     let max = runtime.config.limits.max_body as usize;
