@@ -1,5 +1,6 @@
 //! What the operational features add per request or per reload: one signed identity
-//! assertion, one rate-limit check (among many keys), and building a runtime for a reload.
+//! assertion, one rate-limit check (among many keys), building a runtime for a reload,
+//! and checking a browser session (cookie signature, store read, principal).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -56,5 +57,66 @@ fn reload(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, assertion, rate_limit, reload);
+fn session(c: &mut Criterion) {
+    use atgate::oauth::store::{MemorySessionStore, SessionStore};
+    let text = "listen: 127.0.0.1:0
+public_url: https://dash.example.com
+oauth_client: { scope: atproto transition:generic }
+upstreams:
+  up: { url: \"http://127.0.0.1:1\" }
+routes:
+  - { name: a, match: { path: / }, upstream: up, auth: oauth_session }
+";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let runtime = atgate::state::Runtime::build(Config::parse(text, "bench").unwrap()).unwrap();
+    let client = runtime.oauth.clone().unwrap();
+    let now = atgate::auth::now_ms() / 1000;
+    let session = atgate::oauth::Session {
+        did: "did:plc:ewvi7nxzyoun6zhxrhs64oiz".into(),
+        handle: Some("alice.example.com".into()),
+        pds: "https://pds.example.com/".into(),
+        server: atgate::oauth::AuthServer {
+            issuer: "https://pds.example.com".into(),
+            authorization_endpoint: "https://pds.example.com/oauth/authorize".into(),
+            par_endpoint: "https://pds.example.com/oauth/par".into(),
+            token_endpoint: "https://pds.example.com/oauth/token".into(),
+            revocation_endpoint: Some("https://pds.example.com/oauth/revoke".into()),
+        },
+        access_token: "x".repeat(700),
+        refresh_token: Some("r".repeat(60)),
+        expires_at: now + 3600,
+        scope: "atproto transition:generic".into(),
+        dpop_key: atgate::jose::sign::SigningKey::generate().private_jwk(),
+        created_at: now,
+        seen_at: now,
+    };
+    let id = atgate::jose::b64url(&[7u8; 32]);
+    let store = MemorySessionStore::new(1000);
+    rt.block_on(store.set(&format!("s:{id}"), serde_json::to_vec(&session).unwrap().into(), Duration::from_secs(3600)))
+        .unwrap();
+    let mut headers = http::HeaderMap::new();
+    let cookie = format!("theme=dark; atgate_session={}", client.session_cookie(&id));
+    headers.insert(http::header::COOKIE, cookie.parse().unwrap());
+    c.bench_function("ops/session_cookie_verify", |b| b.iter(|| client.session_id(black_box(&headers)).unwrap()));
+    c.bench_function("ops/session_check_memory_store", |b| {
+        b.to_async(&rt).iter(|| async {
+            atgate::oauth::authenticate(&client, &store, &http::Method::GET, black_box(&headers)).await.unwrap()
+        })
+    });
+    // With ATGATE_BENCH_REDIS=redis://127.0.0.1:6379/ the same against a Redis store.
+    if let Ok(url) = std::env::var("ATGATE_BENCH_REDIS") {
+        let conn = rt.block_on(redis::aio::ConnectionManager::new(redis::Client::open(url.as_str()).unwrap())).unwrap();
+        let redis = atgate::oauth::store::RedisSessionStore::new(conn, "atgate:bench:", Duration::from_secs(1));
+        let value = serde_json::to_vec(&session).unwrap().into();
+        rt.block_on(redis.set(&format!("s:{id}"), value, Duration::from_secs(3600))).unwrap();
+        c.bench_function("ops/session_check_redis_store", |b| {
+            b.to_async(&rt).iter(|| async {
+                atgate::oauth::authenticate(&client, &redis, &http::Method::GET, black_box(&headers)).await.unwrap()
+            })
+        });
+    }
+}
+
+criterion_group!(benches, assertion, rate_limit, reload, session);
 criterion_main!(benches);

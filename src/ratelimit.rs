@@ -300,8 +300,12 @@ pub fn spawn_sweeper(shared: &Arc<Shared>) {
         loop {
             tick.tick().await;
             let Some(shared) = weak.upgrade() else { return };
-            for route in shared.runtime.load().routes.iter() {
+            let runtime = shared.runtime.load();
+            for route in runtime.routes.iter() {
                 route.rate_limits.iter().for_each(|l| l.forget_idle());
+            }
+            if let Some(client) = &runtime.oauth {
+                client.forget_idle();
             }
         }
     });

@@ -550,3 +550,18 @@ async fn activity_keeps_a_session_alive_and_the_proxy_reaches_only_xrpc_methods(
     let page = b.send("GET", &format!("{base}/app/x"), None, "application/json").await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn sign_ins_are_limited_per_client_address() {
+    let w = world().await;
+    let gw = w.gateway("  sign_in_rate: 2/m").await;
+    let b = Browser::new();
+    for _ in 0..2 {
+        assert_eq!(b.sign_in(&gw, "nobody.test", "/app/").await.status, StatusCode::BAD_REQUEST);
+    }
+    let page = b.sign_in(&gw, "alice.test", "/app/").await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS, "{}", page.body);
+    assert!(page.headers[header::RETRY_AFTER].to_str().unwrap().parse::<u64>().unwrap() > 0);
+    assert!(page.body.contains("Too many sign-in attempts"), "{}", page.body);
+    assert_eq!(w.pds.counters().pars.load(Ordering::SeqCst), 0, "no PAR request was made");
+}

@@ -129,6 +129,16 @@ impl Validator<'_> {
             session_ttl: self.duration(&raw.session_ttl, "oauth_client.session_ttl", d.session_ttl),
             refresh_before: self.duration_or_zero(&raw.refresh_before, "oauth_client.refresh_before", d.refresh_before),
             pds_proxy: path(self, &raw.pds_proxy, "pds_proxy"),
+            sign_in_rate: raw
+                .sign_in_rate
+                .as_ref()
+                .and_then(|r| self.check(r, "oauth_client.sign_in_rate", |t| super::rate::parse_rate(t)))
+                .map_or(d.sign_in_rate, |(requests, period)| super::RateLimit {
+                    by: super::LimitBy::Ip,
+                    requests,
+                    period,
+                    burst: requests,
+                }),
         }
     }
 

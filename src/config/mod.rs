@@ -111,6 +111,9 @@ pub struct OAuthClientConfig {
     /// A path prefix (e.g. `/xrpc`) whose requests atgate forwards to the signed-in user's
     /// PDS with the session's DPoP-bound token, as `/xrpc/<rest>`.
     pub pds_proxy: Option<String>,
+    /// Sign-ins a client address may start (each costs resolutions and a PAR request).
+    /// Default 30/m, burst 30.
+    pub sign_in_rate: RateLimit,
 }
 
 impl OAuthClientConfig {
@@ -130,6 +133,7 @@ impl OAuthClientConfig {
             session_ttl: Duration::from_secs(7 * 86_400),
             refresh_before: Duration::from_secs(60),
             pds_proxy: None,
+            sign_in_rate: RateLimit { by: LimitBy::Ip, requests: 30, period: Duration::from_secs(60), burst: 30 },
         }
     }
 }

@@ -15,7 +15,7 @@ const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
 const MAX_REFILL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Parses `<count>/<period>`: `100/s`, `6000/m`, `50000/h`, or a duration such as `10/30s`.
-pub(super) fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
+pub(crate) fn parse_rate(text: &str) -> Result<(u32, Duration), String> {
     let bad = || format!("invalid rate {text:?} (expected <count>/<period>, e.g. 100/s, 6000/m or 10/30s)");
     let (count, period) = text.trim().split_once('/').ok_or_else(bad)?;
     let count: u32 = count.trim().parse().map_err(|_| bad())?;

@@ -125,6 +125,7 @@ pub(super) struct RawOAuthClient {
     pub(super) session_ttl: Option<Spanned<String>>,
     pub(super) refresh_before: Option<Spanned<String>>,
     pub(super) pds_proxy: Option<Spanned<String>>,
+    pub(super) sign_in_rate: Option<Spanned<String>>,
 }
 
 /// `assertion:`, the signed identity assertion.

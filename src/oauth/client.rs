@@ -127,6 +127,8 @@ pub struct OAuthClient {
     cookie_generated: bool,
     /// The last DPoP nonce each server (origin) gave.
     nonces: moka::sync::Cache<String, String>,
+    /// Sign-ins started per client address.
+    pub(super) sign_ins: Arc<crate::ratelimit::Limiter>,
     /// One refresh at a time per session in this replica.
     pub(super) refreshing: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     pub(super) resolver: Arc<Resolver>,
@@ -234,7 +236,12 @@ impl OAuthClient {
                 Arc::default(),
             ),
         };
+        let sign_ins = previous
+            .map(|p| p.sign_ins.clone())
+            .filter(|l| l.config == config.sign_in_rate)
+            .unwrap_or_else(|| Arc::new(crate::ratelimit::Limiter::new(config.sign_in_rate)));
         Ok(OAuthClient {
+            sign_ins,
             events,
             config: config.clone(),
             client_id,
@@ -329,9 +336,11 @@ impl OAuthClient {
         if meta.get("authorization_response_iss_parameter_supported") != Some(&Value::Bool(true)) {
             return Err(bad("the iss response parameter is not supported"));
         }
+        // Endpoints obey the outbound policy (https, public addresses) like every fetch,
+        // the authorization endpoint too: atgate sends browsers there.
         let endpoint = |name: &str| {
             text(name)
-                .filter(|e| url::Url::parse(e).is_ok_and(|u| matches!(u.scheme(), "https" | "http")))
+                .filter(|e| url::Url::parse(e).is_ok_and(|u| self.net.check_url(&u).is_ok()))
                 .ok_or_else(|| FlowError::BadServer(format!("no usable {name}")))
         };
         Ok(AuthServer {
@@ -432,7 +441,7 @@ impl OAuthClient {
         let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         if !reply.status.is_success() {
             return match body.get("error").and_then(Value::as_str) {
-                Some(code) if reply.status.is_client_error() => Err(TokenFailure::Refused(code.to_owned())),
+                Some(_) if reply.status.is_client_error() => Err(TokenFailure::Refused(oauth_error(&body))),
                 _ => Err(TokenFailure::Unavailable(format!("status {}", reply.status))),
             };
         }
@@ -475,6 +484,11 @@ impl OAuthClient {
             }
             return Ok(reply);
         }
+    }
+
+    /// Forgets full sign-in buckets (the rate-limit sweeper calls this every minute).
+    pub fn forget_idle(&self) {
+        self.sign_ins.forget_idle();
     }
 
     /// Records a server's `DPoP-Nonce`; true if it sent one.

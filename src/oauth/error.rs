@@ -67,6 +67,9 @@ pub enum FlowError {
     /// A form or proxied body larger than allowed, or unreadable.
     #[error("request body too large")]
     TooLarge,
+    /// Too many sign-ins from this address.
+    #[error("too many sign-ins; retry in {0}s")]
+    RateLimited(u64),
 }
 
 impl From<StoreError> for FlowError {
@@ -94,6 +97,7 @@ impl FlowError {
             FlowError::SessionExpired => "Your session has ended",
             FlowError::NotFound => "Not found",
             FlowError::TooLarge => "Request too large",
+            FlowError::RateLimited(_) => "Too many sign-in attempts",
         }
     }
 }
@@ -116,6 +120,7 @@ impl Reject for FlowError {
             FlowError::SessionExpired => StatusCode::UNAUTHORIZED,
             FlowError::NotFound => StatusCode::NOT_FOUND,
             FlowError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            FlowError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
     fn error_name(&self) -> &'static str {
@@ -133,6 +138,7 @@ impl Reject for FlowError {
             FlowError::SessionExpired => "AuthenticationRequired",
             FlowError::NotFound => "NotFound",
             FlowError::TooLarge => "PayloadTooLarge",
+            FlowError::RateLimited(_) => "RateLimitExceeded",
         }
     }
     fn message(&self) -> String {
@@ -154,6 +160,7 @@ impl Reject for FlowError {
             FlowError::SessionExpired => "Sign in to continue".into(),
             FlowError::NotFound => "No such page".into(),
             FlowError::TooLarge => "The request body is too large".into(),
+            FlowError::RateLimited(s) => format!("Too many sign-ins from this address; try again in {s} seconds"),
         }
     }
     fn reason(&self) -> &'static str {
@@ -175,6 +182,12 @@ impl Reject for FlowError {
             FlowError::SessionExpired => "session_expired",
             FlowError::NotFound => "not_found",
             FlowError::TooLarge => "body_too_large",
+            FlowError::RateLimited(_) => "rate_limited_sign_in",
+        }
+    }
+    fn headers(&self, headers: &mut http::HeaderMap) {
+        if let FlowError::RateLimited(s) = self {
+            headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(*s));
         }
     }
 }

@@ -137,6 +137,11 @@ impl OAuthClient {
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid=; Max-Age=0"))
     }
 
+    /// The session cookie's value for a session id (`id.signature`).
+    pub fn session_cookie(&self, id: &str) -> String {
+        self.sign("session", id)
+    }
+
     /// The session id from the request's cookies (the first correctly signed one).
     pub fn session_id<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
         cookies(headers, &self.config.cookie_name).into_iter().find_map(|v| self.verify("session", v))
@@ -244,7 +249,9 @@ fn json_response(value: &Value, cache: &'static str) -> Response<Body> {
 /// Answers a failure: a page for browsers, XRPC JSON otherwise.
 pub fn respond(client: &OAuthClient, error: &FlowError, headers: &HeaderMap) -> Response<Body> {
     let mut res = if wants_html(headers) {
-        pages::error(error.status(), error.title(), &error.message(), &client.path("login"))
+        let mut page = pages::error(error.status(), error.title(), &error.message(), &client.path("login"));
+        error.headers(page.headers_mut());
+        page
     } else {
         crate::respond::reject(error)
     };
@@ -287,17 +294,16 @@ pub fn is_own_path(client: &OAuthClient, path: &str) -> bool {
     under(&client.config.path_prefix) || client.config.pds_proxy.as_deref().is_some_and(under)
 }
 
-/// Serves the client's endpoints and the PDS proxy.
-pub async fn serve(shared: Arc<Shared>, runtime: Arc<Runtime>, req: Request<Body>) -> Response<Body> {
+/// Serves the client's endpoints and the PDS proxy; `path` is the normalized path.
+pub async fn serve(shared: Arc<Shared>, runtime: Arc<Runtime>, path: String, req: Request<Body>) -> Response<Body> {
     let Some(client) = runtime.oauth.clone() else {
         return crate::respond::reject(&FlowError::NotFound);
     };
     let store = shared.sessions.clone();
-    let path = req.uri().path().to_owned();
     let headers = req.headers().clone();
     let result = match path.strip_prefix(&client.config.path_prefix) {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => endpoint(&runtime, &client, &*store, rest, req).await,
-        _ => pds_proxy(&runtime, &client, &*store, req).await,
+        _ => pds_proxy(&runtime, &client, &*store, &path, req).await,
     };
     result.unwrap_or_else(|e| respond(&client, &e, &headers))
 }
@@ -312,14 +318,16 @@ async fn endpoint(
     let (req, body) = req.into_parts();
     match (rest, req.method.clone()) {
         ("/client-metadata.json", Method::GET | Method::HEAD) => {
-            Ok(document(client.metadata.clone(), "application/json"))
+            Ok(crate::router::well_known_response(client.metadata.clone(), "application/json"))
         }
-        ("/jwks.json", Method::GET | Method::HEAD) => Ok(document(client.jwks.clone(), "application/jwk-set+json")),
+        ("/jwks.json", Method::GET | Method::HEAD) => {
+            Ok(crate::router::well_known_response(client.jwks.clone(), "application/jwk-set+json"))
+        }
         ("/login", Method::GET) => {
             let q = query(&req);
             let return_to = safe_return(param(&q, "return_to"));
             match param(&q, "login_hint").filter(|h| !h.is_empty()) {
-                Some(hint) => start(client, store, hint, &return_to).await,
+                Some(hint) => start(client, store, &req, hint, &return_to).await,
                 // Already signed in: straight back.
                 None if load(client, store, &req.headers).await?.is_some() => Ok(see_other(&return_to)),
                 None => Ok(pages::sign_in(&client.config.client_name, &client.path("login"), &return_to, None)),
@@ -330,7 +338,7 @@ async fn endpoint(
             let form = read_form(body).await?;
             let return_to = safe_return(param(&form, "return_to"));
             let handle = param(&form, "handle").unwrap_or("");
-            match start(client, store, handle, &return_to).await {
+            match start(client, store, &req, handle, &return_to).await {
                 // A typo or unknown handle goes back to the form, with what went wrong.
                 Err(e @ (FlowError::BadHandle | FlowError::UnknownAccount(_) | FlowError::NoPds)) => {
                     let mut res = pages::sign_in(
@@ -365,22 +373,22 @@ async fn endpoint(
     }
 }
 
-fn document(doc: Bytes, content_type: &'static str) -> Response<Body> {
-    let mut res = Response::new(body::full(doc));
-    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
-    res.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    res
-}
-
 /// Resolves the account, pushes the authorization request and sends the browser to the
 /// authorization server, remembering the flow under its `state`.
 async fn start(
     client: &OAuthClient,
     store: &dyn SessionStore,
+    req: &http::request::Parts,
     input: &str,
     return_to: &str,
 ) -> Result<Response<Body>, FlowError> {
+    // Each sign-in costs resolutions and a PAR request: limited per client address.
+    if let Some(info) = req.extensions.get::<crate::proxy::forwarded::ClientInfo>() {
+        client
+            .sign_ins
+            .check(&crate::ratelimit::Key::ip(info.ip))
+            .map_err(|e| FlowError::RateLimited(e.retry_after))?;
+    }
     let account = client.discover(input).await?;
     let state = random_id();
     let verifier = client::pkce_verifier();
@@ -439,7 +447,10 @@ async fn callback(
     let key = SigningKey::from_jwk(&pending.dpop_key).map_err(|_| FlowError::StateUnknown)?;
     let tokens = client.exchange_code(&pending.server, code, &pending.verifier, &key).await.map_err(|e| match e {
         client::TokenFailure::Refused(code) => FlowError::TokenRefused(code),
-        client::TokenFailure::Unavailable(m) => FlowError::TokenRefused(m),
+        client::TokenFailure::Unavailable(m) => {
+            tracing::warn!(issuer = %pending.server.issuer, error = %m, "token request failed");
+            FlowError::TokenRefused("no usable answer".into())
+        }
     })?;
     if tokens.sub != pending.did {
         revoke_quietly(client, &pending.server, &tokens.refresh_token, &key).await;
@@ -453,8 +464,9 @@ async fn callback(
         },
         None => None,
     };
-    let named = match doc.and_then(|d| d.pds.clone()) {
-        Some(pds) => client.authorization_server(&pds).await.ok().map(|s| s.issuer),
+    let pds = doc.and_then(|d| d.pds.clone());
+    let named = match &pds {
+        Some(pds) => client.authorization_server(pds).await.ok().map(|s| s.issuer),
         None => None,
     };
     if named.as_deref() != Some(pending.server.issuer.as_str()) {
@@ -465,7 +477,7 @@ async fn callback(
     let session = Session {
         did: pending.did,
         handle: pending.handle,
-        pds: pending.pds,
+        pds: pds.map_or(pending.pds, String::from),
         server: pending.server,
         access_token: tokens.access_token,
         refresh_token: tokens.refresh_token,
@@ -679,13 +691,14 @@ async fn pds_proxy(
     runtime: &Runtime,
     client: &OAuthClient,
     store: &dyn SessionStore,
+    normal: &str,
     req: Request<Body>,
 ) -> Result<Response<Body>, FlowError> {
     let (parts, body) = req.into_parts();
     // Exactly one NSID after the prefix: nothing else of the PDS is reachable with the
-    // user's token (no `..`, no encoded slashes, no other paths).
+    // user's token (the path is normalized, and an NSID has no `/`).
     let prefix = client.config.pds_proxy.as_deref().unwrap_or("/xrpc");
-    let rest = parts.uri.path().strip_prefix(prefix).unwrap_or("");
+    let rest = normal.strip_prefix(prefix).unwrap_or("");
     let path = format!("/xrpc{rest}");
     let nsid = crate::auth::service::xrpc_method(&path).ok_or(FlowError::NotFound)?;
     let (id, session) = load(client, store, &parts.headers).await?.ok_or(FlowError::SessionExpired)?;

@@ -264,18 +264,19 @@ impl Stage for Router {
                 return Box::pin(async move { Ok(res) });
             }
         }
-        if let Some(client) = &runtime.oauth
-            && crate::oauth::is_own_path(client, req.uri().path())
+        let normal = path::normalize(req.uri().path()).map_err(RouteError::BadPath);
+        if let (Some(client), Ok(p)) = (&runtime.oauth, &normal)
+            && crate::oauth::is_own_path(client, p)
         {
-            let (shared, runtime) = (shared.clone(), runtime.clone());
+            let (shared, runtime, path) = (shared.clone(), runtime.clone(), p.to_string());
             return Box::pin(async move {
-                let mut res = crate::oauth::serve(shared, runtime, req).await;
+                let mut res = crate::oauth::serve(shared, runtime, path, req).await;
                 res.extensions_mut().insert(crate::metrics::Name("oauth".into()));
                 Ok(res)
             });
         }
         let table = &runtime.routes;
-        let found = path::normalize(req.uri().path()).map_err(RouteError::BadPath).and_then(|p| {
+        let found = normal.and_then(|p| {
             let host = if table.uses_hosts() { request_host(req.uri(), req.headers()) } else { None };
             let route = table.lookup(host.as_deref(), &p, req.method())?.clone();
             Ok((route, NormalPath(p.into())))
@@ -302,8 +303,8 @@ impl Stage for Router {
 }
 
 /// A document atgate serves itself: its service DID document
-/// (`service_auth.serve_did_document`) or its assertion JWKS.
-fn well_known_response(doc: bytes::Bytes, content_type: &'static str) -> Response<Body> {
+/// (`service_auth.serve_did_document`), its assertion JWKS, its OAuth client metadata.
+pub(crate) fn well_known_response(doc: bytes::Bytes, content_type: &'static str) -> Response<Body> {
     let mut res = Response::new(crate::body::full(doc));
     let headers = res.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
