@@ -565,3 +565,21 @@ async fn sign_ins_are_limited_per_client_address() {
     assert!(page.body.contains("Too many sign-in attempts"), "{}", page.body);
     assert_eq!(w.pds.counters().pars.load(Ordering::SeqCst), 0, "no PAR request was made");
 }
+
+#[tokio::test]
+async fn sessions_survive_a_config_reload() {
+    let w = world().await;
+    let gw = w.gateway("").await;
+    let base = format!("http://{}", gw.addrs()[0]);
+    let b = Browser::new();
+    assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
+
+    let mut config = (*gw.shared().runtime.load().config).clone();
+    config.oauth_client.as_mut().unwrap().client_name = "Renamed App".into();
+    atgate::reload::apply(gw.shared(), config).await.unwrap();
+    let meta = json(&send(&client(), get(format!("{base}/oauth/client-metadata.json"), &[])).await.1);
+    assert_eq!(meta["client_name"], "Renamed App");
+    let page = b.send("GET", &format!("{base}/app/x"), None, "application/json").await;
+    assert_eq!(page.status, StatusCode::OK, "the session outlived the reload: {}", page.body);
+    assert_eq!(echo(&page)["headers"]["x-atproto-did"], ALICE);
+}

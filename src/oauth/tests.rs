@@ -124,3 +124,17 @@ fn pages_for_browsers_json_for_apis() {
     assert!(!wants_html(&h));
     assert!(!wants_html(&HeaderMap::new()));
 }
+
+#[tokio::test]
+async fn garbage_in_the_store_is_no_session() {
+    let c = client_with("0123456789abcdef0123456789abcdef");
+    let store = store::MemorySessionStore::new(10);
+    let id = b64url(&[9u8; 32]);
+    let headers = with_cookie(&c.session_cookie(&id));
+    let check = |store| authenticate(&c, store, &Method::GET, &headers);
+    assert_eq!(check(&store).await, Err(FlowError::SessionExpired), "nothing stored");
+    for garbage in [&b"not json"[..], b"{}", b"{\"did\": 7}", b"[]"] {
+        store.set(&format!("s:{id}"), Bytes::copy_from_slice(garbage), Duration::from_secs(60)).await.unwrap();
+        assert_eq!(check(&store).await, Err(FlowError::SessionExpired), "{:?}", String::from_utf8_lossy(garbage));
+    }
+}
