@@ -89,7 +89,6 @@ routes:
         scope: "atproto transition:generic".into(),
         dpop_key: atgate::jose::sign::SigningKey::generate().private_jwk(),
         created_at: now,
-        seen_at: now,
     };
     let id = atgate::jose::b64url(&[7u8; 32]);
     let store = MemorySessionStore::new(1000);

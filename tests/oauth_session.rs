@@ -583,3 +583,28 @@ async fn sessions_survive_a_config_reload() {
     assert_eq!(page.status, StatusCode::OK, "the session outlived the reload: {}", page.body);
     assert_eq!(echo(&page)["headers"]["x-atproto-did"], ALICE);
 }
+
+#[tokio::test]
+async fn sliding_expiry_and_refresh_together_over_several_rounds() {
+    // Each round's requests both extend the session (ttl 2s: every second) and, past 1s,
+    // need a refresh; the session must stay alive and no refresh token may be presented
+    // twice. (Extending never rewrites the stored session: `SessionStore::touch`.)
+    let w = world().await;
+    w.pds.set_access_lifetime(2);
+    let gw = w.gateway("  session_ttl: 2s").await;
+    let base = format!("http://{}", gw.addrs()[0]);
+    let b = Browser::new();
+    assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
+    let cookie = format!("atgate_session={}", b.cookie("atgate_session").unwrap());
+    for round in 1..=3u64 {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let calls = (0..16).map(|_| {
+            let req = get(format!("{base}/app/x"), &[("cookie", &cookie), ("accept", "application/json")]);
+            async move { send(&client(), req).await.0.status }
+        });
+        let statuses = futures_util::future::join_all(calls).await;
+        assert!(statuses.iter().all(|s| *s == StatusCode::OK), "round {round}: {statuses:?}");
+        assert_eq!(w.pds.counters().refresh_reuses.load(Ordering::SeqCst), 0, "round {round}");
+    }
+    assert!(w.pds.counters().refreshes.load(Ordering::SeqCst) >= 3);
+}

@@ -129,6 +129,8 @@ pub struct OAuthClient {
     nonces: moka::sync::Cache<String, String>,
     /// Sign-ins started per client address.
     pub(super) sign_ins: Arc<crate::ratelimit::Limiter>,
+    /// Sessions whose life this replica extended lately (see `TOUCH_EVERY`).
+    pub(super) touched: moka::sync::Cache<String, ()>,
     /// One refresh at a time per session in this replica.
     pub(super) refreshing: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     pub(super) resolver: Arc<Resolver>,
@@ -240,7 +242,10 @@ impl OAuthClient {
             .map(|p| p.sign_ins.clone())
             .filter(|l| l.config == config.sign_in_rate)
             .unwrap_or_else(|| Arc::new(crate::ratelimit::Limiter::new(config.sign_in_rate)));
+        let touch_every = super::TOUCH_EVERY.min(config.session_ttl / 2).max(Duration::from_millis(100));
+        let touched = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(touch_every).build();
         Ok(OAuthClient {
+            touched,
             sign_ins,
             events,
             config: config.clone(),

@@ -38,9 +38,10 @@ use store::SessionStore;
 const FLOW_TTL: Duration = Duration::from_secs(600);
 /// Longest a refresh may hold the cross-replica lock.
 const LOCK_TTL: Duration = Duration::from_secs(30);
-/// The idle clock is written back at most this often, or at half the session's idle time
-/// when that is shorter (sliding expiry without a store write per request).
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// A session's life in the store is extended at most this often per replica, or at half
+/// the session's idle time when that is shorter (sliding expiry without a store write per
+/// request).
+pub(crate) const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// Largest form body read (sign-in, sign-out).
 const MAX_FORM: usize = 8 * 1024;
 
@@ -67,8 +68,6 @@ pub struct Session {
     pub dpop_key: Value,
     /// Unix seconds of sign-in.
     pub created_at: u64,
-    /// Unix seconds of the last request (sliding expiry).
-    pub seen_at: u64,
 }
 
 /// A sign-in in progress, stored under its `state` until the callback.
@@ -473,7 +472,6 @@ async fn callback(
         revoke_quietly(client, &pending.server, &tokens.refresh_token, &key).await;
         return Err(FlowError::AccountMismatch("the account's PDS does not name this authorization server"));
     }
-    let t = now();
     let session = Session {
         did: pending.did,
         handle: pending.handle,
@@ -484,8 +482,7 @@ async fn callback(
         expires_at: tokens.expires_at,
         scope: tokens.scope,
         dpop_key: pending.dpop_key,
-        created_at: t,
-        seen_at: t,
+        created_at: now(),
     };
     let mut id = [0u8; 32];
     aws_lc_rs::rand::fill(&mut id).map_err(|_| FlowError::Store(store::StoreError("no randomness".into())))?;
@@ -529,12 +526,12 @@ async fn load<'h>(
     headers: &'h HeaderMap,
 ) -> Result<Option<(&'h str, Session)>, FlowError> {
     let Some(id) = client.session_id(headers) else { return Ok(None) };
-    let Some(mut session) = read(store, id).await? else { return Ok(None) };
-    let t = now();
-    let every = TOUCH_EVERY.min(client.config.session_ttl / 2).as_secs().max(1);
-    if t.saturating_sub(session.seen_at) >= every {
-        session.seen_at = t;
-        save(client, store, id, &session).await?;
+    let Some(session) = read(store, id).await? else { return Ok(None) };
+    // Sliding expiry: the store entry's life is extended, never rewritten, so a touch
+    // cannot undo a refresh that another request or replica just saved.
+    if client.touched.get(id).is_none() {
+        store.touch(&format!("s:{id}"), client.config.session_ttl).await?;
+        client.touched.insert(id.to_owned(), ());
     }
     Ok(Some((id, session)))
 }

@@ -28,6 +28,9 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
     fn take<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>>;
     /// Removes the value.
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Extends the value's life to `ttl` from now without rewriting it (sliding expiry
+    /// that can never overwrite a concurrent update); nothing if it is gone.
+    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Stores `value` only if `key` is absent; true if stored (a lock taken).
     fn set_nx<'a>(&'a self, key: &'a str, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Removes `key` only if it still holds `value` (a lock released by its owner).
@@ -58,7 +61,8 @@ impl moka::Expiry<String, Entry> for EntryExpiry {
 /// Sessions in this process's memory: the default for a single replica.
 pub struct MemorySessionStore {
     entries: moka::sync::Cache<String, Entry>,
-    /// Serializes `set_nx`/`delete_if`/`take`, which read then write.
+    /// Serializes writes: `set_nx`/`delete_if`/`take`/`touch` read then write, and must not
+    /// interleave with a `set`.
     guard: parking_lot::Mutex<()>,
 }
 
@@ -86,7 +90,17 @@ impl SessionStore for MemorySessionStore {
     }
     fn set<'a>(&'a self, key: &'a str, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            let _g = self.guard.lock();
             self.entries.insert(key.to_owned(), Entry { value, until: Instant::now() + ttl });
+            Ok(())
+        })
+    }
+    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let _g = self.guard.lock();
+            if let Some(value) = self.read(key) {
+                self.entries.insert(key.to_owned(), Entry { value, until: Instant::now() + ttl });
+            }
             Ok(())
         })
     }
@@ -195,6 +209,13 @@ impl SessionStore for RedisSessionStore {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move { self.run::<()>(redis::Cmd::del(self.key(key))).await })
     }
+    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("PEXPIRE");
+            cmd.arg(self.key(key)).arg(ms(ttl));
+            self.run::<i64>(cmd).await.map(|_| ())
+        })
+    }
     fn set_nx<'a>(&'a self, key: &'a str, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
             let mut cmd = redis::cmd("SET");
@@ -231,6 +252,14 @@ mod tests {
         assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(s.get("a").await.unwrap(), None);
+
+        s.set("t", Bytes::from_static(b"v"), Duration::from_millis(60)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        s.touch("t", Duration::from_millis(60)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        assert_eq!(s.get("t").await.unwrap().as_deref(), Some(&b"v"[..]), "touched: still there");
+        s.touch("gone", Duration::from_secs(5)).await.unwrap();
+        assert_eq!(s.get("gone").await.unwrap(), None, "touch creates nothing");
 
         s.set("p", Bytes::from_static(b"x"), Duration::from_secs(5)).await.unwrap();
         assert_eq!(s.take("p").await.unwrap().as_deref(), Some(&b"x"[..]));
