@@ -58,7 +58,7 @@ fn reload(c: &mut Criterion) {
 }
 
 fn session(c: &mut Criterion) {
-    use atgate::oauth::store::{MemorySessionStore, SessionStore};
+    use atgate::oauth::store::MemorySessionStore;
     let text = "listen: 127.0.0.1:0
 public_url: https://dash.example.com
 oauth_client: { scope: atproto transition:generic }
@@ -92,8 +92,7 @@ routes:
     };
     let id = atgate::jose::b64url(&[7u8; 32]);
     let store = MemorySessionStore::new(1000);
-    rt.block_on(store.set(&format!("s:{id}"), serde_json::to_vec(&session).unwrap().into(), Duration::from_secs(3600)))
-        .unwrap();
+    rt.block_on(atgate::oauth::save(&client, &store, &id, &session)).unwrap();
     let mut headers = http::HeaderMap::new();
     let cookie = format!("theme=dark; atgate_session={}", client.session_cookie(&id));
     headers.insert(http::header::COOKIE, cookie.parse().unwrap());
@@ -107,8 +106,7 @@ routes:
     if let Ok(url) = std::env::var("ATGATE_BENCH_REDIS") {
         let conn = rt.block_on(redis::aio::ConnectionManager::new(redis::Client::open(url.as_str()).unwrap())).unwrap();
         let redis = atgate::oauth::store::RedisSessionStore::new(conn, "atgate:bench:", Duration::from_secs(1));
-        let value = serde_json::to_vec(&session).unwrap().into();
-        rt.block_on(redis.set(&format!("s:{id}"), value, Duration::from_secs(3600))).unwrap();
+        rt.block_on(atgate::oauth::save(&client, &redis, &id, &session)).unwrap();
         c.bench_function("ops/session_check_redis_store", |b| {
             b.to_async(&rt).iter(|| async {
                 atgate::oauth::authenticate(&client, &redis, &http::Method::GET, black_box(&headers)).await.unwrap()

@@ -121,6 +121,46 @@ impl OAuthClient {
         Some(id)
     }
 
+    /// The store key of a session (`s`), sign-in (`p`) or refresh lock (`l`): a digest of
+    /// the id, so that key names reveal nothing that opens the values.
+    fn store_key(&self, kind: &str, id: &str) -> String {
+        format!("{kind}:{}", crate::jose::sha256_b64url(format!("atgate-{kind}:{id}").as_bytes()))
+    }
+
+    /// AES-256-GCM under a key derived from the cookie secret and the id only the browser
+    /// holds: a dump of the store (Redis) alone opens no session and shows no token.
+    fn seal_key(&self, kind: &str, id: &str) -> Option<aws_lc_rs::aead::LessSafeKey> {
+        let tag = aws_lc_rs::hmac::sign(&self.cookie_key, format!("seal:{kind}:{id}").as_bytes());
+        let key = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, tag.as_ref()).ok()?;
+        Some(aws_lc_rs::aead::LessSafeKey::new(key))
+    }
+
+    /// `nonce || ciphertext || tag`.
+    fn seal(&self, kind: &str, id: &str, plain: &[u8]) -> Option<Bytes> {
+        let key = self.seal_key(kind, id)?;
+        let mut nonce = [0u8; aws_lc_rs::aead::NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).ok()?;
+        let mut data = plain.to_vec();
+        let aad = aws_lc_rs::aead::Aad::from(kind.as_bytes());
+        key.seal_in_place_append_tag(aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce), aad, &mut data).ok()?;
+        let mut out = Vec::with_capacity(nonce.len() + data.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&data);
+        Some(out.into())
+    }
+
+    /// The plaintext of [`Self::seal`]'s output; `None` if it was changed or sealed for
+    /// another id or key.
+    fn open(&self, kind: &str, id: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        let key = self.seal_key(kind, id)?;
+        let (nonce, data) = sealed.split_at_checked(aws_lc_rs::aead::NONCE_LEN)?;
+        let nonce = aws_lc_rs::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut data = data.to_vec();
+        let aad = aws_lc_rs::aead::Aad::from(kind.as_bytes());
+        let plain = key.open_in_place(nonce, aad, &mut data).ok()?;
+        Some(plain.to_vec())
+    }
+
     fn flow_cookie(&self) -> String {
         format!("{}_flow", self.config.cookie_name)
     }
@@ -403,8 +443,9 @@ async fn start(
         dpop_key: key.private_jwk(),
         return_to: return_to.to_owned(),
     };
-    let bytes = serde_json::to_vec(&pending).map_err(|e| FlowError::BadServer(e.to_string()))?;
-    store.set(&format!("p:{state}"), bytes.into(), FLOW_TTL).await?;
+    let sealed = serde_json::to_vec(&pending).ok().and_then(|plain| client.seal("p", &state, &plain));
+    let sealed = sealed.ok_or_else(|| FlowError::Store(store::StoreError("cannot seal the sign-in".into())))?;
+    store.set(&client.store_key("p", &state), sealed, FLOW_TTL).await?;
     let mut res = see_other(&location);
     let cookie = client.set_cookie(
         &client.flow_cookie(),
@@ -430,8 +471,11 @@ async fn callback(
     if !cookies(&req.headers, &flow).into_iter().any(|v| client.verify("flow", v) == Some(state)) {
         return Err(FlowError::StateMismatch);
     }
-    let pending = store.take(&format!("p:{state}")).await?.ok_or(FlowError::StateUnknown)?;
-    let pending: Pending = serde_json::from_slice(&pending).map_err(|_| FlowError::StateUnknown)?;
+    let sealed = store.take(&client.store_key("p", state)).await?.ok_or(FlowError::StateUnknown)?;
+    let pending: Pending = client
+        .open("p", state, &sealed)
+        .and_then(|plain| serde_json::from_slice(&plain).ok())
+        .ok_or(FlowError::StateUnknown)?;
     // RFC 9207: the answer must come from the server the request went to (mix-up).
     if param(&q, "iss") != Some(pending.server.issuer.as_str()) {
         return Err(FlowError::IssuerMismatch);
@@ -509,14 +553,23 @@ async fn revoke_quietly(client: &OAuthClient, server: &AuthServer, token: &Optio
     }
 }
 
-async fn save(client: &OAuthClient, store: &dyn SessionStore, id: &str, session: &Session) -> Result<(), FlowError> {
-    let bytes = serde_json::to_vec(session).map_err(|e| FlowError::Store(store::StoreError(e.to_string())))?;
-    store.set(&format!("s:{id}"), bytes.into(), client.config.session_ttl).await?;
+/// Stores `session` under `id` (sealed, for `session_ttl`).
+pub async fn save(
+    client: &OAuthClient,
+    store: &dyn SessionStore,
+    id: &str,
+    session: &Session,
+) -> Result<(), FlowError> {
+    let sealed = serde_json::to_vec(session).ok().and_then(|plain| client.seal("s", id, &plain));
+    let sealed = sealed.ok_or_else(|| FlowError::Store(store::StoreError("cannot seal the session".into())))?;
+    store.set(&client.store_key("s", id), sealed, client.config.session_ttl).await?;
     Ok(())
 }
 
-async fn read(store: &dyn SessionStore, id: &str) -> Result<Option<Session>, FlowError> {
-    Ok(store.get(&format!("s:{id}")).await?.and_then(|b| serde_json::from_slice(&b).ok()))
+/// The stored session; `None` when absent, or when it does not open or parse.
+async fn read(client: &OAuthClient, store: &dyn SessionStore, id: &str) -> Result<Option<Session>, FlowError> {
+    let sealed = store.get(&client.store_key("s", id)).await?;
+    Ok(sealed.and_then(|b| client.open("s", id, &b)).and_then(|plain| serde_json::from_slice(&plain).ok()))
 }
 
 /// The request's session, if its cookie is valid and the session alive; sliding expiry.
@@ -526,11 +579,11 @@ async fn load<'h>(
     headers: &'h HeaderMap,
 ) -> Result<Option<(&'h str, Session)>, FlowError> {
     let Some(id) = client.session_id(headers) else { return Ok(None) };
-    let Some(session) = read(store, id).await? else { return Ok(None) };
+    let Some(session) = read(client, store, id).await? else { return Ok(None) };
     // Sliding expiry: the store entry's life is extended, never rewritten, so a touch
     // cannot undo a refresh that another request or replica just saved.
     if client.touched.get(id).is_none() {
-        store.touch(&format!("s:{id}"), client.config.session_ttl).await?;
+        store.touch(&client.store_key("s", id), client.config.session_ttl).await?;
         client.touched.insert(id.to_owned(), ());
     }
     Ok(Some((id, session)))
@@ -554,11 +607,11 @@ async fn fresh(
     }
     let local = client.refreshing.get_with(id.to_owned(), || Arc::new(tokio::sync::Mutex::new(())));
     let _one_here = local.lock().await;
-    let lock_key = format!("l:{id}");
+    let lock_key = client.store_key("l", id);
     let owner = Bytes::from(random_id());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let current = read(store, id).await?.ok_or(FlowError::SessionExpired)?;
+        let current = read(client, store, id).await?.ok_or(FlowError::SessionExpired)?;
         if !needs_refresh(client, &current) {
             return Ok(current);
         }
@@ -577,7 +630,7 @@ async fn fresh(
 
 async fn refresh_locked(client: &OAuthClient, store: &dyn SessionStore, id: &str) -> Result<Session, FlowError> {
     // Read again under the lock: another replica may have just finished.
-    let mut session = read(store, id).await?.ok_or(FlowError::SessionExpired)?;
+    let mut session = read(client, store, id).await?.ok_or(FlowError::SessionExpired)?;
     if !needs_refresh(client, &session) {
         return Ok(session);
     }
@@ -597,14 +650,14 @@ async fn refresh_locked(client: &OAuthClient, store: &dyn SessionStore, id: &str
             Ok(session)
         }
         Ok(_) => {
-            store.delete(&format!("s:{id}")).await?;
+            store.delete(&client.store_key("s", id)).await?;
             Err(FlowError::AccountMismatch("a refresh returned another account"))
         }
         // The grant is gone (revoked, expired, used): so is the session.
         Err(client::TokenFailure::Refused(code)) if code == "invalid_grant" => {
             tracing::info!(did = %session.did, "refresh refused (invalid_grant); session ended");
             client.events.ended.fetch_add(1, Ordering::Relaxed);
-            store.delete(&format!("s:{id}")).await?;
+            store.delete(&client.store_key("s", id)).await?;
             Err(FlowError::SessionExpired)
         }
         // Anything else (invalid_client, ...) is atgate's or the server's problem, not the
@@ -659,9 +712,9 @@ async fn logout(
     headers: &HeaderMap,
 ) -> Result<Response<Body>, FlowError> {
     if let Some(id) = client.session_id(headers)
-        && let Some(session) = read(store, id).await?
+        && let Some(session) = read(client, store, id).await?
     {
-        store.delete(&format!("s:{id}")).await?;
+        store.delete(&client.store_key("s", id)).await?;
         if let Ok(key) = SigningKey::from_jwk(&session.dpop_key) {
             revoke_quietly(client, &session.server, &session.refresh_token, &key).await;
             revoke_quietly(client, &session.server, &Some(session.access_token.clone()), &key).await;

@@ -134,7 +134,27 @@ async fn garbage_in_the_store_is_no_session() {
     let check = |store| authenticate(&c, store, &Method::GET, &headers);
     assert_eq!(check(&store).await, Err(FlowError::SessionExpired), "nothing stored");
     for garbage in [&b"not json"[..], b"{}", b"{\"did\": 7}", b"[]"] {
-        store.set(&format!("s:{id}"), Bytes::copy_from_slice(garbage), Duration::from_secs(60)).await.unwrap();
+        store.set(&c.store_key("s", &id), Bytes::copy_from_slice(garbage), Duration::from_secs(60)).await.unwrap();
         assert_eq!(check(&store).await, Err(FlowError::SessionExpired), "{:?}", String::from_utf8_lossy(garbage));
     }
+}
+
+#[test]
+fn stored_values_open_only_with_their_id_and_key() {
+    let c = client_with("0123456789abcdef0123456789abcdef");
+    let (id, other) = (b64url(&[1u8; 32]), b64url(&[2u8; 32]));
+    let sealed = c.seal("s", &id, b"{\"access_token\":\"secret\"}").unwrap();
+    assert!(!sealed.windows(6).any(|w| w == b"secret"), "tokens are not stored in the clear");
+    assert_eq!(c.open("s", &id, &sealed).unwrap(), b"{\"access_token\":\"secret\"}");
+    assert_eq!(c.open("s", &other, &sealed), None, "another session's id");
+    assert_eq!(c.open("p", &id, &sealed), None, "another kind");
+    assert_eq!(client_with("another secret, 32 bytes or more!!").open("s", &id, &sealed), None, "another key");
+    for i in 0..sealed.len() {
+        let mut bad = sealed.to_vec();
+        bad[i] ^= 1;
+        assert_eq!(c.open("s", &id, &bad), None, "byte {i} changed");
+    }
+    assert_eq!(c.open("s", &id, &sealed[..10]), None);
+    let key = c.store_key("s", &id);
+    assert!(key.starts_with("s:") && !key.contains(&id), "key names do not reveal the id: {key}");
 }
