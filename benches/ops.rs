@@ -91,7 +91,7 @@ routes:
         created_at: now,
     };
     let id = atgate::jose::b64url(&[7u8; 32]);
-    let store = MemorySessionStore::new(1000);
+    let store = MemorySessionStore::new(1 << 20);
     rt.block_on(atgate::oauth::save(&client, &store, &id, &session)).unwrap();
     let mut headers = http::HeaderMap::new();
     let cookie = format!("theme=dark; atgate_session={}", client.session_cookie(&id));

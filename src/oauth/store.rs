@@ -73,9 +73,13 @@ impl std::fmt::Debug for MemorySessionStore {
 }
 
 impl MemorySessionStore {
-    /// Holds at most `capacity` entries (least recently used go first).
-    pub fn new(capacity: u64) -> MemorySessionStore {
-        let entries = moka::sync::Cache::builder().max_capacity(capacity).expire_after(EntryExpiry).build();
+    /// Holds at most `max_bytes` of values (least recently used go first).
+    pub fn new(max_bytes: u64) -> MemorySessionStore {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, e: &Entry| u32::try_from(k.len() + e.value.len()).unwrap_or(u32::MAX))
+            .expire_after(EntryExpiry)
+            .build();
         MemorySessionStore { entries, guard: parking_lot::Mutex::new(()) }
     }
 
@@ -237,7 +241,8 @@ impl SessionStore for RedisSessionStore {
 pub fn for_gateway(redis: Option<(ConnectionManager, Duration)>, prefix: &str) -> Arc<dyn SessionStore> {
     match redis {
         Some((conn, timeout)) => Arc::new(RedisSessionStore::new(conn, prefix, timeout)),
-        None => Arc::new(MemorySessionStore::new(1_000_000)),
+        // About 100,000 sessions of ~1.5 KB, or many more sign-ins in progress.
+        None => Arc::new(MemorySessionStore::new(256 << 20)),
     }
 }
 
@@ -247,7 +252,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_store_expires_takes_and_locks() {
-        let s = MemorySessionStore::new(100);
+        let s = MemorySessionStore::new(1 << 20);
         s.set("a", Bytes::from_static(b"1"), Duration::from_millis(50)).await.unwrap();
         assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
         tokio::time::sleep(Duration::from_millis(80)).await;

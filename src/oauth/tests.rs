@@ -128,7 +128,7 @@ fn pages_for_browsers_json_for_apis() {
 #[tokio::test]
 async fn garbage_in_the_store_is_no_session() {
     let c = client_with("0123456789abcdef0123456789abcdef");
-    let store = store::MemorySessionStore::new(10);
+    let store = store::MemorySessionStore::new(1 << 20);
     let id = b64url(&[9u8; 32]);
     let headers = with_cookie(&c.session_cookie(&id));
     let check = |store| authenticate(&c, store, &Method::GET, &headers);
