@@ -17,7 +17,7 @@ use crate::identity::{IdentityError, Resolver};
 use crate::jose::sign::{SigningKey, random_id};
 use crate::jose::{b64url, sha256_b64url};
 use crate::net::{NetError, Outbound, Reply};
-use crate::tools::DpopSigner;
+use crate::tools::dpop_proof;
 
 /// An authorization server, as its metadata describes it (only what the client uses).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -464,7 +464,6 @@ impl OAuthClient {
     ) -> Result<Reply, NetError> {
         let url = url::Url::parse(endpoint).map_err(|_| NetError::Url("invalid endpoint".into()))?;
         let origin = url.origin().ascii_serialization();
-        let signer = DpopSigner { key: clone_key(dpop) };
         let mut retried = false;
         loop {
             let body = url::form_urlencoded::Serializer::new(String::new())
@@ -474,7 +473,7 @@ impl OAuthClient {
                 .append_pair("client_assertion", &self.client_assertion(&server.issuer))
                 .finish();
             let nonce = self.nonces.get(&origin);
-            let proof = signer.proof("POST", url.as_str(), None, nonce.as_deref(), crate::auth::now_ms() / 1000);
+            let proof = dpop_proof(dpop, "POST", url.as_str(), None, nonce.as_deref(), crate::auth::now_ms() / 1000);
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"));
             headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
@@ -526,11 +525,6 @@ impl OAuthClient {
         });
         key.sign_jwt(json!({"typ": "JWT", "kid": kid}), &claims)
     }
-}
-
-/// A copy of a signing key (its private JWK round-trips).
-pub(super) fn clone_key(key: &SigningKey) -> SigningKey {
-    SigningKey::from_jwk(&key.private_jwk()).unwrap_or_else(|_| SigningKey::generate())
 }
 
 /// Whether a server answered "use a DPoP nonce" (400 from an authorization server, 401

@@ -761,7 +761,6 @@ async fn pds_proxy(
     let max = runtime.config.limits.max_body as usize;
     let body = read_body(body, max).await?;
     let key = SigningKey::from_jwk(&session.dpop_key).map_err(|_| FlowError::SessionExpired)?;
-    let signer = crate::tools::DpopSigner { key };
     let origin = url.origin().ascii_serialization();
     let mut retried = false;
     loop {
@@ -772,8 +771,8 @@ async fn pds_proxy(
             }
         }
         let nonce = client.nonce(&origin);
-        let proof =
-            signer.proof(parts.method.as_str(), url.as_str(), Some(&session.access_token), nonce.as_deref(), now());
+        let token = Some(session.access_token.as_str());
+        let proof = crate::tools::dpop_proof(&key, parts.method.as_str(), url.as_str(), token, nonce.as_deref(), now());
         let (Ok(auth), Ok(proof)) =
             (HeaderValue::from_str(&format!("DPoP {}", session.access_token)), HeaderValue::from_str(&proof))
         else {

@@ -52,14 +52,27 @@ pub struct DpopSigner {
 impl DpopSigner {
     /// A proof for `method url`, bound to `token` (its `ath`) and carrying `nonce`.
     pub fn proof(&self, method: &str, url: &str, token: Option<&str>, nonce: Option<&str>, iat: u64) -> String {
-        let htu = url.split(['?', '#']).next().unwrap_or(url);
-        let mut claims = json!({"jti": random_id(), "htm": method, "htu": htu, "iat": iat});
-        if let Some(n) = nonce {
-            claims["nonce"] = json!(n);
-        }
-        if let Some(t) = token {
-            claims["ath"] = json!(crate::jose::sha256_b64url(t.as_bytes()));
-        }
-        self.key.sign_jwt(json!({"typ": "dpop+jwt", "jwk": self.key.public_jwk()}), &claims)
+        dpop_proof(&self.key, method, url, token, nonce, iat)
     }
+}
+
+/// A DPoP proof signed with `key` for `method url`, bound to `token` (its `ath`) and
+/// carrying `nonce`: what clients send, and what atgate sends as an OAuth client.
+pub fn dpop_proof(
+    key: &SigningKey,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    nonce: Option<&str>,
+    iat: u64,
+) -> String {
+    let htu = url.split(['?', '#']).next().unwrap_or(url);
+    let mut claims = json!({"jti": random_id(), "htm": method, "htu": htu, "iat": iat});
+    if let Some(n) = nonce {
+        claims["nonce"] = json!(n);
+    }
+    if let Some(t) = token {
+        claims["ath"] = json!(crate::jose::sha256_b64url(t.as_bytes()));
+    }
+    key.sign_jwt(json!({"typ": "dpop+jwt", "jwk": key.public_jwk()}), &claims)
 }
