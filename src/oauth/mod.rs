@@ -496,7 +496,7 @@ async fn callback(
         }
     })?;
     if tokens.sub != pending.did {
-        revoke_quietly(client, &pending.server, &tokens.refresh_token, &key).await;
+        revoke_quietly(client, &pending.server, tokens.refresh_token.as_deref(), &tokens.access_token, &key).await;
         return Err(FlowError::AccountMismatch("the token is for another account than the one that signed in"));
     }
     // The account's own PDS must name this authorization server (resolved again, now).
@@ -513,7 +513,7 @@ async fn callback(
         None => None,
     };
     if named.as_deref() != Some(pending.server.issuer.as_str()) {
-        revoke_quietly(client, &pending.server, &tokens.refresh_token, &key).await;
+        revoke_quietly(client, &pending.server, tokens.refresh_token.as_deref(), &tokens.access_token, &key).await;
         return Err(FlowError::AccountMismatch("the account's PDS does not name this authorization server"));
     }
     let session = Session {
@@ -545,11 +545,18 @@ async fn callback(
     Ok(res)
 }
 
-async fn revoke_quietly(client: &OAuthClient, server: &AuthServer, token: &Option<String>, key: &SigningKey) {
-    if let Some(t) = token
-        && let Err(e) = client.revoke(server, t, key).await
-    {
-        tracing::warn!(error = %e, "token revocation failed");
+/// Revokes a grant's tokens at the server, refresh token first; failures are logged.
+async fn revoke_quietly(
+    client: &OAuthClient,
+    server: &AuthServer,
+    refresh: Option<&str>,
+    access: &str,
+    key: &SigningKey,
+) {
+    for token in refresh.into_iter().chain([access]) {
+        if let Err(e) = client.revoke(server, token, key).await {
+            tracing::warn!(error = %e, "token revocation failed");
+        }
     }
 }
 
@@ -716,8 +723,8 @@ async fn logout(
     {
         store.delete(&client.store_key("s", id)).await?;
         if let Ok(key) = SigningKey::from_jwk(&session.dpop_key) {
-            revoke_quietly(client, &session.server, &session.refresh_token, &key).await;
-            revoke_quietly(client, &session.server, &Some(session.access_token.clone()), &key).await;
+            revoke_quietly(client, &session.server, session.refresh_token.as_deref(), &session.access_token, &key)
+                .await;
         }
         tracing::info!(did = %session.did, "browser signed out");
         client.events.sign_outs.fetch_add(1, Ordering::Relaxed);
