@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Principal;
 use crate::config::{Config, ConfigError};
-use crate::jose::sign::{SigningKey, random_id};
+use crate::jose::sign::{KeySet, random_id};
 
 /// Where the public listeners serve the JWKS.
 pub const JWKS_PATH: &str = "/.well-known/atgate-jwks.json";
@@ -26,16 +26,12 @@ pub const JWKS_PATH: &str = "/.well-known/atgate-jwks.json";
 /// The signing side: keys, their JWKS, and the claims that do not change per request.
 #[derive(Debug)]
 pub struct Asserter {
-    /// `(kid, key)`; the first signs.
-    keys: Vec<(String, Arc<SigningKey>)>,
-    /// The public JWKS, ready to serve.
-    pub jwks: bytes::Bytes,
+    /// The keys (the first signs) and their public JWKS.
+    pub keys: KeySet,
     issuer: String,
     ttl: Duration,
     /// The header it is sent in.
     pub header: http::HeaderName,
-    /// Whether the key was generated at start (not configured).
-    ephemeral: bool,
 }
 
 impl Asserter {
@@ -52,48 +48,19 @@ impl Asserter {
             .or_else(|| config.service_auth.did.clone())
             .or_else(|| config.public_url.as_ref().map(|u| u.origin().ascii_serialization()))
             .unwrap_or_else(|| "atgate".to_owned());
-        let (keys, ephemeral) = match &a.keys {
-            Some(secret) => {
-                let text = secret.read()?;
-                let keys = parse_keys(&text).map_err(|e| secret.origin().error(e))?;
-                (keys, false)
-            }
-            None => {
-                if let Some(p) = previous.filter(|p| p.ephemeral) {
-                    (p.keys.clone(), true)
-                } else {
-                    tracing::warn!(
-                        "assertion.keys_env/_file not set: signing identity assertions with a random per-process key; replicas will publish different keys"
-                    );
-                    let key = SigningKey::generate();
-                    (vec![(key.thumbprint(), Arc::new(key))], true)
-                }
-            }
-        };
-        let jwks = json!({
-            "keys": keys.iter().map(|(kid, k)| {
-                let mut jwk = k.public_jwk();
-                jwk["kid"] = Value::String(kid.clone());
-                jwk["alg"] = Value::String("ES256".into());
-                jwk["use"] = Value::String("sig".into());
-                jwk
-            }).collect::<Vec<_>>()
-        });
-        Ok(Some(Arc::new(Asserter {
-            keys,
-            jwks: jwks.to_string().into(),
-            issuer,
-            ttl: a.ttl,
-            header: a.header.clone(),
-            ephemeral,
-        })))
+        let keys = KeySet::load(
+            a.keys.as_ref(),
+            previous.map(|p| &p.keys),
+            "assertion.keys_env/_file not set: signing identity assertions with a random per-process key; replicas will publish different keys",
+        )?;
+        Ok(Some(Arc::new(Asserter { keys, issuer, ttl: a.ttl, header: a.header.clone() })))
     }
 
     /// A fresh assertion for `principal` on its way to `audience` (the upstream's name);
     /// `None` for an anonymous principal.
     pub fn sign(&self, principal: &Principal, audience: &str) -> Option<HeaderValue> {
         let sub = principal.did()?;
-        let (kid, key) = self.keys.first()?;
+        let (kid, key) = self.keys.signer();
         let now = crate::auth::now_ms() / 1000;
         let mut claims = json!({
             "iss": self.issuer,
@@ -123,51 +90,5 @@ impl Asserter {
         }
         let jwt = key.sign_jwt(json!({"typ": "atgate-assertion+jwt", "kid": kid}), &claims);
         HeaderValue::from_str(&jwt).ok()
-    }
-}
-
-/// Private P-256 JWKs: a JWKS (`{"keys": [...]}`) or a single JWK. `kid` defaults to the
-/// RFC 7638 thumbprint.
-pub fn parse_keys(text: &[u8]) -> Result<Vec<(String, Arc<SigningKey>)>, String> {
-    let json: Value = serde_json::from_slice(text).map_err(|e| format!("the keys are not JSON: {e}"))?;
-    let list = match json.get("keys") {
-        Some(Value::Array(list)) => list.clone(),
-        Some(_) => return Err("\"keys\" must be an array".into()),
-        None => vec![json],
-    };
-    if list.is_empty() {
-        return Err("the JWKS has no keys".into());
-    }
-    list.iter()
-        .enumerate()
-        .map(|(i, jwk)| {
-            let key = SigningKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;
-            let kid = jwk.get("kid").and_then(Value::as_str).map_or_else(|| key.thumbprint(), str::to_owned);
-            Ok((kid, Arc::new(key)))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_jwks_publishes_every_key_and_the_first_signs() {
-        let (a, b) = (SigningKey::generate(), SigningKey::generate());
-        let mut first = a.private_jwk();
-        first["kid"] = "new".into();
-        let text = json!({"keys": [first, b.private_jwk()]}).to_string();
-        let keys = parse_keys(text.as_bytes()).unwrap();
-        assert_eq!(keys[0].0, "new");
-        assert_eq!(keys[1].0, b.thumbprint());
-    }
-
-    #[test]
-    fn bad_key_files_say_what_is_wrong() {
-        assert!(parse_keys(b"nope").unwrap_err().contains("not JSON"));
-        assert!(parse_keys(br#"{"keys": []}"#).unwrap_err().contains("no keys"));
-        let public = SigningKey::generate().public_jwk().to_string();
-        assert!(parse_keys(public.as_bytes()).unwrap_err().contains("key 0: not a P-256 private JWK"));
     }
 }

@@ -185,6 +185,18 @@ fn urldecode(s: &str) -> String {
     url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().unwrap().1.into_owned()
 }
 
+/// `GET url` as an API client (`Accept: application/json`) sending `cookie` (`name=value`).
+async fn api_get(url: String, cookie: &str) -> (StatusCode, bytes::Bytes) {
+    let (parts, body) = send(&client(), get(url, &[("cookie", cookie), ("accept", "application/json")])).await;
+    (parts.status, body)
+}
+
+/// `n` such requests at once; their statuses.
+async fn api_gets(n: usize, url: &str, cookie: &str) -> Vec<StatusCode> {
+    let calls = (0..n).map(|_| api_get(url.to_owned(), cookie));
+    futures_util::future::join_all(calls).await.into_iter().map(|(s, _)| s).collect()
+}
+
 /// The admin listener's `/metrics`.
 async fn metrics(gw: &Gateway) -> String {
     let url = format!("http://{}/metrics", gw.admin_addr().unwrap());
@@ -401,11 +413,7 @@ async fn concurrent_requests_refresh_once_and_logout_revokes() {
 
     // Past refresh_before: 20 requests at once, one refresh.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let calls = (0..20).map(|_| {
-        let req = get(format!("{base}/app/x"), &[("cookie", &cookie), ("accept", "application/json")]);
-        async move { send(&client(), req).await.0.status }
-    });
-    let statuses = futures_util::future::join_all(calls).await;
+    let statuses = api_gets(20, &format!("{base}/app/x"), &cookie).await;
     assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
     assert_eq!(w.pds.counters().refreshes.load(Ordering::SeqCst), 1);
     assert_eq!(w.pds.counters().refresh_reuses.load(Ordering::SeqCst), 0);
@@ -453,14 +461,8 @@ async fn tampered_foreign_and_expired_cookies_are_refused() {
     assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
     let good = b.cookie("atgate_session").unwrap();
     let status = |value: String| {
-        let base = base.clone();
-        async move {
-            let cookie = format!("atgate_session={value}");
-            send(&client(), get(format!("{base}/app/x"), &[("cookie", &cookie), ("accept", "application/json")]))
-                .await
-                .0
-                .status
-        }
+        let url = format!("{base}/app/x");
+        async move { api_get(url, &format!("atgate_session={value}")).await.0 }
     };
     assert_eq!(status(good.clone()).await, StatusCode::OK);
     // Every single-character change.
@@ -493,15 +495,7 @@ async fn two_replicas_sharing_redis_serve_one_session_and_refresh_once() {
     let browser = Browser::new();
     assert_eq!(browser.sign_in(&a, "alice.test", "/app/").await.status, StatusCode::OK);
     let cookie = format!("atgate_session={}", browser.cookie("atgate_session").unwrap());
-    let call = |gw: &Gateway| {
-        let url = format!("http://{}/app/x", gw.addrs()[0]);
-        let cookie = cookie.clone();
-        async move {
-            let (parts, bytes) =
-                send(&client(), get(url, &[("cookie", &cookie), ("accept", "application/json")])).await;
-            (parts.status, bytes)
-        }
-    };
+    let call = |gw: &Gateway| api_get(format!("http://{}/app/x", gw.addrs()[0]), &cookie);
     let (status, bytes) = call(&b_gw).await;
     assert_eq!(status, StatusCode::OK, "replica B serves A's session");
     assert_eq!(json(&bytes)["headers"]["x-atproto-did"], ALICE);
@@ -598,11 +592,7 @@ async fn sliding_expiry_and_refresh_together_over_several_rounds() {
     let cookie = format!("atgate_session={}", b.cookie("atgate_session").unwrap());
     for round in 1..=3u64 {
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let calls = (0..16).map(|_| {
-            let req = get(format!("{base}/app/x"), &[("cookie", &cookie), ("accept", "application/json")]);
-            async move { send(&client(), req).await.0.status }
-        });
-        let statuses = futures_util::future::join_all(calls).await;
+        let statuses = api_gets(16, &format!("{base}/app/x"), &cookie).await;
         assert!(statuses.iter().all(|s| *s == StatusCode::OK), "round {round}: {statuses:?}");
         assert_eq!(w.pds.counters().refresh_reuses.load(Ordering::SeqCst), 0, "round {round}");
     }

@@ -332,13 +332,14 @@ async fn verified_token(
 fn session_refusal(runtime: &Runtime, parts: &Parts, error: &crate::oauth::FlowError) -> Response<Body> {
     let Some(client) = runtime.oauth.as_deref() else { return reject(&AuthError::NotRouted) };
     let page = matches!(parts.method, http::Method::GET | http::Method::HEAD);
-    if *error == crate::oauth::FlowError::SessionExpired && page && crate::oauth::wants_html(&parts.headers) {
+    let html = crate::oauth::wants_html(&parts.headers);
+    if *error == crate::oauth::FlowError::SessionExpired && page && html {
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut res = crate::oauth::login_redirect(client, target);
         res.extensions_mut().insert(crate::respond::Outcome("session_required"));
         return res;
     }
-    crate::oauth::respond(client, error, &parts.headers)
+    crate::oauth::respond(client, error, html)
 }
 
 /// Adds what every response on the DPoP path carries (ATPROTO-AUTH.md §3.7, §5): a fresh

@@ -7,7 +7,10 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 
+use std::sync::Arc;
+
 use super::{Jwk, b64url, b64url_decode};
+use crate::config::{ConfigError, SecretRef};
 
 /// A P-256 private key.
 pub struct SigningKey {
@@ -78,6 +81,89 @@ impl SigningKey {
     }
 }
 
+/// ES256 signing keys and their public JWKS: the first key signs, all are published, so a
+/// new key is published before it signs by listing it second, then first.
+#[derive(Debug, Clone)]
+pub struct KeySet {
+    /// `(kid, key)`, never empty.
+    keys: Vec<(String, Arc<SigningKey>)>,
+    /// The public JWKS (`kid`, `alg` ES256, `use` sig), ready to serve.
+    pub jwks: bytes::Bytes,
+    /// Whether the key was generated at start rather than configured.
+    pub generated: bool,
+}
+
+impl KeySet {
+    /// From private JWKs: a JWKS (`{"keys": [...]}`) or a single JWK. `kid` defaults to
+    /// the RFC 7638 thumbprint.
+    pub fn parse(text: &[u8]) -> Result<KeySet, String> {
+        Ok(KeySet::new(parse_keys(text)?, false))
+    }
+
+    /// The keys `secret` names; without one, the generated key of `previous` (so that a
+    /// reload keeps the published JWKS), else a new one, logging `missing` as a warning.
+    pub fn load(secret: Option<&SecretRef>, previous: Option<&KeySet>, missing: &str) -> Result<KeySet, ConfigError> {
+        match secret {
+            Some(secret) => KeySet::parse(&secret.read()?).map_err(|e| secret.origin().error(e)),
+            None => match previous.filter(|p| p.generated) {
+                Some(p) => Ok(p.clone()),
+                None => {
+                    tracing::warn!("{missing}");
+                    let key = SigningKey::generate();
+                    Ok(KeySet::new(vec![(key.thumbprint(), Arc::new(key))], true))
+                }
+            },
+        }
+    }
+
+    fn new(keys: Vec<(String, Arc<SigningKey>)>, generated: bool) -> KeySet {
+        let jwks = json!({
+            "keys": keys.iter().map(|(kid, k)| {
+                let mut jwk = k.public_jwk();
+                jwk["kid"] = Value::String(kid.clone());
+                jwk["alg"] = Value::String("ES256".into());
+                jwk["use"] = Value::String("sig".into());
+                jwk
+            }).collect::<Vec<_>>()
+        });
+        KeySet { keys, jwks: jwks.to_string().into(), generated }
+    }
+
+    /// The key that signs, with its `kid`.
+    pub fn signer(&self) -> (&str, &SigningKey) {
+        let (kid, key) = &self.keys[0];
+        (kid, key)
+    }
+}
+
+/// Private P-256 JWKs: a JWKS (`{"keys": [...]}`) or a single JWK; never an empty list.
+fn parse_keys(text: &[u8]) -> Result<Vec<(String, Arc<SigningKey>)>, String> {
+    let json: Value = serde_json::from_slice(text).map_err(|e| format!("the keys are not JSON: {e}"))?;
+    let list = match json.get("keys") {
+        Some(Value::Array(list)) => list.clone(),
+        Some(_) => return Err("\"keys\" must be an array".into()),
+        None => vec![json],
+    };
+    if list.is_empty() {
+        return Err("the JWKS has no keys".into());
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, jwk)| {
+            let key = SigningKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;
+            let kid = jwk.get("kid").and_then(Value::as_str).map_or_else(|| key.thumbprint(), str::to_owned);
+            Ok((kid, Arc::new(key)))
+        })
+        .collect()
+}
+
+/// 32 random bytes: secrets, session ids, PKCE verifiers.
+pub fn random_secret() -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).expect("the system RNG works");
+    bytes
+}
+
 /// A random base64url id of 16 bytes (for `jti`s).
 pub fn random_id() -> String {
     let mut bytes = [0u8; 16];
@@ -101,6 +187,27 @@ mod tests {
         let public = Jwk::from_value(&key.public_jwk()).unwrap().public_key().unwrap();
         assert!(public.verify(Alg::Es256, parsed.signing_input.as_bytes(), &parsed.signature, false));
         assert!(SigningKey::from_jwk(&json!({"kty":"EC","crv":"P-256"})).is_err());
+    }
+
+    #[test]
+    fn a_jwks_publishes_every_key_and_the_first_signs() {
+        let (a, b) = (SigningKey::generate(), SigningKey::generate());
+        let mut first = a.private_jwk();
+        first["kid"] = "new".into();
+        let text = json!({"keys": [first, b.private_jwk()]}).to_string();
+        let set = KeySet::parse(text.as_bytes()).unwrap();
+        assert_eq!(set.signer().0, "new");
+        let jwks: Value = serde_json::from_slice(&set.jwks).unwrap();
+        assert_eq!(jwks["keys"][1]["kid"], b.thumbprint());
+        assert!(jwks["keys"].as_array().unwrap().iter().all(|k| k.get("d").is_none()), "public keys only");
+    }
+
+    #[test]
+    fn bad_key_files_say_what_is_wrong() {
+        assert!(parse_keys(b"nope").unwrap_err().contains("not JSON"));
+        assert!(parse_keys(br#"{"keys": []}"#).unwrap_err().contains("no keys"));
+        let public = SigningKey::generate().public_jwk().to_string();
+        assert!(parse_keys(public.as_bytes()).unwrap_err().contains("key 0: not a P-256 private JWK"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::error::FlowError;
 use crate::config::{ConfigError, OAuthClientConfig};
 use crate::identity::{IdentityError, Resolver};
-use crate::jose::sign::{SigningKey, random_id};
+use crate::jose::sign::{KeySet, SigningKey, random_id, random_secret};
 use crate::jose::{b64url, sha256_b64url};
 use crate::net::{NetError, Outbound, Reply};
 use crate::tools::dpop_proof;
@@ -116,11 +116,8 @@ pub struct OAuthClient {
     pub secure: bool,
     /// The metadata document, ready to serve.
     pub metadata: Bytes,
-    /// The public JWKS, ready to serve.
-    pub jwks: Bytes,
-    /// `(kid, key)`; the first signs client assertions.
-    keys: Vec<(String, Arc<SigningKey>)>,
-    keys_generated: bool,
+    /// The keys: the first signs client assertions; their JWKS is served.
+    pub keys: KeySet,
     /// Signs cookies.
     pub(super) cookie_key: aws_lc_rs::hmac::Key,
     cookie_secret: [u8; 32],
@@ -156,22 +153,11 @@ impl OAuthClient {
         let prefix = &config.path_prefix;
         let client_id = format!("{origin}{prefix}/client-metadata.json");
         let redirect_uri = format!("{origin}{prefix}/callback");
-        let (keys, keys_generated) = match &config.keys {
-            Some(secret) => {
-                let text = secret.read()?;
-                (crate::assertion::parse_keys(&text).map_err(|e| secret.origin().error(e))?, false)
-            }
-            None => match previous.filter(|p| p.keys_generated) {
-                Some(p) => (p.keys.clone(), true),
-                None => {
-                    tracing::warn!(
-                        "oauth_client.keys_env/_file not set: using a random per-process client key; replicas will publish different keys"
-                    );
-                    let key = SigningKey::generate();
-                    (vec![(key.thumbprint(), Arc::new(key))], true)
-                }
-            },
-        };
+        let keys = KeySet::load(
+            config.keys.as_ref(),
+            previous.map(|p| &p.keys),
+            "oauth_client.keys_env/_file not set: using a random per-process client key; replicas will publish different keys",
+        )?;
         let (cookie_secret, cookie_generated) = match &config.cookie_secret {
             Some(secret) => {
                 let bytes = secret.read()?;
@@ -189,26 +175,10 @@ impl OAuthClient {
                     tracing::warn!(
                         "oauth_client.cookie_secret_env/_file not set: signing cookies with a random per-process key; sessions end at restart and replicas reject each other's cookies"
                     );
-                    let mut key = [0u8; 32];
-                    aws_lc_rs::rand::fill(&mut key).map_err(|_| ConfigError {
-                        origin: String::new(),
-                        place: Default::default(),
-                        field: "oauth_client".into(),
-                        message: "no randomness for the cookie key".into(),
-                    })?;
-                    (key, true)
+                    (random_secret(), true)
                 }
             },
         };
-        let jwks = json!({
-            "keys": keys.iter().map(|(kid, k)| {
-                let mut jwk = k.public_jwk();
-                jwk["kid"] = Value::String(kid.clone());
-                jwk["alg"] = Value::String("ES256".into());
-                jwk["use"] = Value::String("sig".into());
-                jwk
-            }).collect::<Vec<_>>()
-        });
         let mut metadata = json!({
             "client_id": client_id,
             "client_name": config.client_name,
@@ -254,9 +224,7 @@ impl OAuthClient {
             secure: public_url.scheme() == "https",
             origin,
             metadata: metadata.to_string().into(),
-            jwks: jwks.to_string().into(),
             keys,
-            keys_generated,
             cookie_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &cookie_secret),
             cookie_secret,
             cookie_generated,
@@ -513,7 +481,7 @@ impl OAuthClient {
 
     /// A `private_key_jwt` client assertion for `audience` (the issuer).
     fn client_assertion(&self, audience: &str) -> String {
-        let Some((kid, key)) = self.keys.first() else { return String::new() };
+        let (kid, key) = self.keys.signer();
         let now = crate::auth::now_ms() / 1000;
         let claims = json!({
             "iss": self.client_id,
@@ -571,9 +539,7 @@ fn parse_tokens(body: &Value) -> Result<Tokens, &'static str> {
 
 /// A fresh PKCE verifier: 32 random bytes, base64url (43 characters).
 pub fn pkce_verifier() -> String {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).expect("the system RNG works");
-    b64url(&bytes)
+    b64url(&random_secret())
 }
 
 #[cfg(test)]

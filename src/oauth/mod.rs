@@ -285,9 +285,9 @@ fn json_response(value: &Value, cache: &'static str) -> Response<Body> {
     res
 }
 
-/// Answers a failure: a page for browsers, XRPC JSON otherwise.
-pub fn respond(client: &OAuthClient, error: &FlowError, headers: &HeaderMap) -> Response<Body> {
-    let mut res = if wants_html(headers) {
+/// Answers a failure: a page for browsers (`html`, see [`wants_html`]), XRPC JSON otherwise.
+pub fn respond(client: &OAuthClient, error: &FlowError, html: bool) -> Response<Body> {
+    let mut res = if html {
         let mut page = pages::error(error.status(), error.title(), &error.message(), &client.path("login"));
         error.headers(page.headers_mut());
         page
@@ -339,12 +339,12 @@ pub async fn serve(shared: Arc<Shared>, runtime: Arc<Runtime>, path: String, req
         return crate::respond::reject(&FlowError::NotFound);
     };
     let store = shared.sessions.clone();
-    let headers = req.headers().clone();
+    let html = wants_html(req.headers());
     let result = match path.strip_prefix(&client.config.path_prefix) {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => endpoint(&runtime, &client, &*store, rest, req).await,
         _ => pds_proxy(&runtime, &client, &*store, &path, req).await,
     };
-    result.unwrap_or_else(|e| respond(&client, &e, &headers))
+    result.unwrap_or_else(|e| respond(&client, &e, html))
 }
 
 async fn endpoint(
@@ -360,7 +360,7 @@ async fn endpoint(
             Ok(crate::router::well_known_response(client.metadata.clone(), "application/json"))
         }
         ("/jwks.json", Method::GET | Method::HEAD) => {
-            Ok(crate::router::well_known_response(client.jwks.clone(), "application/jwk-set+json"))
+            Ok(crate::router::well_known_response(client.keys.jwks.clone(), "application/jwk-set+json"))
         }
         ("/login", Method::GET) => {
             let q = query(&req);
@@ -528,9 +528,7 @@ async fn callback(
         dpop_key: pending.dpop_key,
         created_at: now(),
     };
-    let mut id = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut id).map_err(|_| FlowError::Store(store::StoreError("no randomness".into())))?;
-    let id = b64url(&id);
+    let id = b64url(&crate::jose::sign::random_secret());
     save(client, store, &id, &session).await?;
     tracing::info!(did = %session.did, issuer = %session.server.issuer, "browser signed in");
     client.events.sign_ins.fetch_add(1, Ordering::Relaxed);

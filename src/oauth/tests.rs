@@ -37,7 +37,7 @@ fn client_identity_lives_under_public_url() {
     assert_eq!(meta["token_endpoint_auth_method"], "private_key_jwt");
     assert_eq!(meta["dpop_bound_access_tokens"], true);
     assert_eq!(meta["jwks_uri"], "https://app.example.com/oauth/jwks.json");
-    let jwks: Value = serde_json::from_slice(&c.jwks).unwrap();
+    let jwks: Value = serde_json::from_slice(&c.keys.jwks).unwrap();
     assert!(jwks["keys"][0].get("d").is_none(), "only public keys are published");
     let cookie = c.set_cookie("atgate_session", Some("v"), "/", Duration::from_secs(60));
     assert_eq!(cookie, "atgate_session=v; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Secure");

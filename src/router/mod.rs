@@ -255,7 +255,7 @@ impl Stage for Router {
             let served = match req.uri().path() {
                 "/.well-known/did.json" => runtime.did_document.clone().map(|d| (d, "application/did+ld+json")),
                 crate::assertion::JWKS_PATH => {
-                    runtime.assertion.as_ref().map(|a| (a.jwks.clone(), "application/jwk-set+json"))
+                    runtime.assertion.as_ref().map(|a| (a.keys.jwks.clone(), "application/jwk-set+json"))
                 }
                 _ => None,
             };

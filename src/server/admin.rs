@@ -17,7 +17,7 @@ use crate::state::Shared;
 
 /// Answers one admin request.
 pub fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    let jwks = shared.runtime.load().assertion.as_ref().map(|a| a.jwks.clone());
+    let jwks = shared.runtime.load().assertion.as_ref().map(|a| a.keys.jwks.clone());
     let (status, content_type, text) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", shared.metrics.encode())

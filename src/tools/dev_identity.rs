@@ -159,7 +159,7 @@ impl DevIdentity {
             fetches: AtomicU64::new(0),
         });
         let serving = state.clone();
-        super::serve_http1(listener, serving, handle);
+        super::serve_http1(listener, serving, |s, req| async move { handle(&s, &req) });
         Ok(DevIdentity { state, addr: local })
     }
 

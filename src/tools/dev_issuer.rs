@@ -51,7 +51,7 @@ impl DevIssuer {
         });
         let issuer = DevIssuer { state: state.clone() };
         issuer.rotate();
-        super::serve_http1(listener, state, handle);
+        super::serve_http1(listener, state, |s, req| async move { handle(&s, &req) });
         Ok(issuer)
     }
 

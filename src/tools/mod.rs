@@ -22,18 +22,19 @@ use crate::jose::sign::{SigningKey, random_id};
 
 /// Serves HTTP/1.1 on `listener` forever, answering each request with `handle(state, req)`:
 /// the loop behind the development servers.
-pub(crate) fn serve_http1<S: Send + Sync + 'static>(
-    listener: TcpListener,
-    state: Arc<S>,
-    handle: fn(&S, &Request<Incoming>) -> Response<Body>,
-) {
+pub(crate) fn serve_http1<S, F, Fut>(listener: TcpListener, state: Arc<S>, handle: F)
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, Request<Incoming>) -> Fut + Copy + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Body>> + Send + 'static,
+{
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let state = state.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    let res = handle(&state, &req);
-                    async move { Ok::<_, std::convert::Infallible>(res) }
+                    let res = handle(state.clone(), req);
+                    async move { Ok::<_, std::convert::Infallible>(res.await) }
                 });
                 let _ =
                     hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
