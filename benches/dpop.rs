@@ -28,7 +28,7 @@ struct Fixture {
     as_key: SigningKey,
     signer: DpopSigner,
     replay: MemoryReplayStore,
-    url: url::Url,
+    url: String,
 }
 
 fn fixture() -> Fixture {
@@ -57,7 +57,7 @@ fn fixture() -> Fixture {
         as_key,
         signer: DpopSigner { key: SigningKey::generate() },
         replay: MemoryReplayStore::new(10_000_000),
-        url: url::Url::parse(URL).unwrap(),
+        url: atgate::auth::normalize_url(URL).unwrap(),
     }
 }
 

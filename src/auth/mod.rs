@@ -207,7 +207,7 @@ pub async fn authenticate(
         None => {
             let dpop = runtime.dpop.as_ref().ok_or(AuthError::NotRouted)?;
             let external = external_url(runtime.config.public_url.as_ref(), req);
-            let principal = authenticate_dpop(shared.replay.as_ref(), dpop, req, external.as_ref(), now_ms()).await?;
+            let principal = authenticate_dpop(shared.replay.as_ref(), dpop, req, external.as_deref(), now_ms()).await?;
             if !principal.did().is_some_and(|did| route.policy.admits(did)) {
                 return Err(AuthError::Denied);
             }
@@ -221,7 +221,7 @@ pub async fn authenticate(
 /// trusted proxy reports (`X-Forwarded-Proto/-Host`, else its `Host`), plus the request
 /// path as sent. Never a `Host` from an untrusted peer (ATPROTO-AUTH.md §3.5): a proof
 /// made for another site must not become valid here by naming that site in `Host`.
-pub fn external_url(public: Option<&url::Url>, req: &Parts) -> Option<url::Url> {
+pub fn external_url(public: Option<&url::Url>, req: &Parts) -> Option<String> {
     let path = req.uri.path();
     let origin = match public {
         Some(u) => u.origin().ascii_serialization(),
@@ -230,7 +230,27 @@ pub fn external_url(public: Option<&url::Url>, req: &Parts) -> Option<url::Url> 
             format!("{}://{}", client.proto, client.host.as_deref()?)
         }
     };
-    url::Url::parse(&format!("{origin}{path}")).ok()
+    if public.is_some() && is_plain_path(path) {
+        // An origin's serialization followed by a path the parser leaves alone is
+        // normalized already; parsing it would give it back unchanged.
+        return Some(origin + path);
+    }
+    normalize_url(&format!("{origin}{path}"))
+}
+
+/// The WHATWG serialization of `text` up to its path (origin and path, no query or
+/// fragment), or `None` if it is not a URL.
+pub fn normalize_url(text: &str) -> Option<String> {
+    url::Url::parse(text).ok().map(|u| u[..url::Position::AfterPath].to_owned())
+}
+
+/// A path WHATWG URL parsing keeps as it is: absolute, only unreserved characters and
+/// sub-delimiters (nothing it percent-encodes, no `%` whose `%2e` could be a dot, no `\`),
+/// no `.` or `..` segment.
+fn is_plain_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b))
+        && path.split('/').all(|segment| segment != "." && segment != "..")
 }
 
 /// Splits `Authorization` into scheme and token: exactly two parts separated by one space
@@ -259,7 +279,7 @@ pub async fn authenticate_dpop(
     replay: &dyn dpop::replay::ReplayStore,
     dpop: &DpopState,
     req: &Parts,
-    external: Option<&url::Url>,
+    external: Option<&str>,
     now_ms: u64,
 ) -> Result<Principal, AuthError> {
     let mut values = req.headers.get_all(header::AUTHORIZATION).iter();

@@ -76,7 +76,7 @@ async fn run_with(
         b = b.header("dpop", p);
     }
     let (parts, ()) = b.body(()).unwrap().into_parts();
-    let url = url::Url::parse(URL).unwrap();
+    let url = super::normalize_url(URL).unwrap();
     authenticate_dpop(replay, dpop, &parts, Some(&url), now_ms).await
 }
 
@@ -394,10 +394,27 @@ proptest! {
             let _ = jwk.thumbprint();
         }
         let dpop = state("did:web:gateway.example.com");
-        let url = url::Url::parse(URL).unwrap();
+        let url = super::normalize_url(URL).unwrap();
         let ctx = super::dpop::verify::ProofContext { method: "GET", url: &url, ath: Some(ATH), now_ms: T_MS };
         prop_assert!(super::dpop::verify::verify_proof(&dots, &ctx, &dpop.nonces, &dpop.proof_keys).is_err());
         let _ = super::dpop::verify::check_htu(&text, &url);
+    }
+
+    /// The external URL built without parsing is the one parsing would give.
+    #[test]
+    fn external_url_shortcut_is_normalized(
+        segments in prop::collection::vec(prop::sample::select(vec![
+            "xrpc", "a.b.c", ".", "..", "%2e", "%2E.", "a%20b", "", "~u", "x:y@z", "a\\b", "!$&'()*+,;=", "é",
+        ]), 0..6),
+    ) {
+        let path = format!("/{}", segments.join("/"));
+        let public = url::Url::parse("https://Gateway.Example.com:443/base").unwrap();
+        let mut parts = Request::get("/").body(()).unwrap().into_parts().0;
+        let Ok(uri) = path.parse::<http::Uri>() else { return Ok(()) };
+        parts.uri = uri;
+        let built = external_url(Some(&public), &parts);
+        let parsed = super::normalize_url(&format!("https://gateway.example.com{}", parts.uri.path()));
+        prop_assert_eq!(built, parsed);
     }
 }
 

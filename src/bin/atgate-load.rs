@@ -2,7 +2,8 @@
 //! reports requests/s and latency percentiles.
 //!
 //!   atgate-load keys --dir D             # an AS signing key (D/as-key.json) and its JWKS (D/jwks.json)
-//!   atgate-load run --url URL --mode M --dir D [--connections 32] [--seconds 10]
+//!   atgate-load run --url URL --mode M --dir D [--connections 32] [--seconds 10] [--rate R]
+//!   atgate-load verify [--count 2000]    # the yardstick: one P-256 verification of a proof
 //!
 //! Modes: `plain` (no credentials), `dpop-cached` (one token, a fresh proof per request),
 //! `dpop-fresh` (a fresh token and proof per request). Tokens are minted with D/as-key.json
@@ -56,6 +57,18 @@ enum Command {
         /// Requests to pre-sign (defaults to 25,000 per second of run).
         #[arg(long)]
         requests: Option<usize>,
+        /// Requests per second to offer, spread evenly over time (default: as fast as the
+        /// connections go). Comparing targets at one rate keeps the kernel's per-wakeup
+        /// costs equal between them.
+        #[arg(long)]
+        rate: Option<u64>,
+    },
+    /// Time ES256 verification of `count` distinct DPoP proofs with one key: the unit the
+    /// DPoP cost goals are stated in. Under `valgrind --tool=callgrind
+    /// --toggle-collect='*verify_all*'` it counts the instructions of exactly that loop.
+    Verify {
+        #[arg(long, default_value_t = 2000)]
+        count: usize,
     },
 }
 
@@ -71,14 +84,44 @@ fn main() -> anyhow::Result<()> {
             println!("issuer {ISSUER}, audience {AUDIENCE}, jwks {}", dir.join("jwks.json").display());
             Ok(())
         }
-        Command::Run { url, mode, dir, connections, seconds, requests } => {
+        Command::Verify { count } => {
+            let signer = DpopSigner { key: SigningKey::generate() };
+            let key = atgate::jose::Jwk::from_value(&signer.key.public_jwk())?.public_key()?;
+            let proofs: Vec<String> = (0..count)
+                .map(|i| signer.proof("GET", &format!("https://load.test/xrpc/x?{i}"), Some("token"), None, 0))
+                .collect();
+            let signed = proofs
+                .iter()
+                .map(|proof| atgate::jose::jws::parse(proof).map(|jws| (jws.signing_input, jws.signature)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let started = Instant::now();
+            let valid = verify_all(&key, &signed);
+            let elapsed = started.elapsed();
+            if valid != count {
+                bail!("{} of {count} proofs failed to verify", count - valid);
+            }
+            println!(
+                "verified={count} per_verify_us={:.1} verifies_per_s={:.0}",
+                elapsed.as_secs_f64() * 1e6 / count as f64,
+                count as f64 / elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Run { url, mode, dir, connections, seconds, requests, rate } => {
             if seconds > 110 {
                 bail!("runs must stay under 110 s: pre-signed proofs carry one nonce");
             }
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-            rt.block_on(run(url, mode, dir, connections, seconds, requests.unwrap_or(25_000 * seconds as usize)))
+            let count = requests.unwrap_or(25_000 * seconds as usize);
+            rt.block_on(run(url, mode, dir, connections, seconds, count, rate))
         }
     }
+}
+
+/// Verifies each signature; the count that verified.
+#[inline(never)]
+fn verify_all(key: &atgate::jose::PublicKey, signed: &[(&str, Vec<u8>)]) -> usize {
+    signed.iter().filter(|(input, sig)| key.verify(atgate::jose::Alg::Es256, input.as_bytes(), sig, false)).count()
 }
 
 struct Prepared {
@@ -128,6 +171,7 @@ async fn run(
     connections: usize,
     seconds: u64,
     count: usize,
+    rate: Option<u64>,
 ) -> anyhow::Result<()> {
     let uri: http::Uri = url.parse()?;
     let prepared: Vec<Prepared> = match mode.as_str() {
@@ -188,7 +232,16 @@ async fn run(
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = prepared.get(i) else { break };
-                let t = Instant::now();
+                // Paced: request i is due at i/rate; latency counts from then, so a late
+                // gateway shows in it rather than in a lower offered rate.
+                let t = match rate {
+                    Some(rate) => {
+                        let due = started + Duration::from_nanos(i as u64 * 1_000_000_000 / rate.max(1));
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 match send(&mut sender, &uri, p).await {
                     Ok((s, _)) if s.is_success() => latencies.push(t.elapsed().as_micros() as u32),
                     Ok(_) => errors += 1,

@@ -285,7 +285,8 @@ fn metadata(origin: &str) -> Value {
 /// The proof on a request to the authorization server: its key's thumbprint, or the
 /// answer to send (400 `use_dpop_nonce` included, as the reference provider does).
 fn as_proof(state: &State, parts: &http::request::Parts) -> Result<String, Box<Response<Body>>> {
-    let url = url::Url::parse(&format!("{}{}", state.origin, parts.uri.path())).map_err(|_| Box::new(bad_proof()))?;
+    let url = crate::auth::normalize_url(&format!("{}{}", state.origin, parts.uri.path()))
+        .ok_or_else(|| Box::new(bad_proof()))?;
     let proof = parts.headers.get("dpop").and_then(|v| v.to_str().ok()).ok_or_else(|| Box::new(bad_proof()))?;
     let ctx = ProofContext { method: parts.method.as_str(), url: &url, ath: None, now_ms: crate::auth::now_ms() };
     match verify_proof(proof, &ctx, &state.nonces, &state.keys) {
@@ -520,7 +521,7 @@ fn resource(state: &State, parts: &http::request::Parts, body: &Bytes) -> Respon
         _ => return unauthorized("invalid_token"),
     };
     let ath = sha256_b64url(token.as_bytes());
-    let Ok(url) = url::Url::parse(&format!("{}{}", state.origin, parts.uri.path())) else {
+    let Some(url) = crate::auth::normalize_url(&format!("{}{}", state.origin, parts.uri.path())) else {
         return unauthorized("invalid_dpop_proof");
     };
     let Some(proof) = parts.headers.get("dpop").and_then(|v| v.to_str().ok()) else {

@@ -102,9 +102,15 @@ impl MemoryReplayStore {
     /// A store remembering at most `capacity` keys. When full, the least recently
     /// inserted keys go first; size it above peak proofs per `ttl`.
     pub fn new(capacity: u64) -> MemoryReplayStore {
-        MemoryReplayStore {
-            seen: moka::sync::Cache::builder().max_capacity(capacity).expire_after(UntilDeadline).build(),
-        }
+        // LRU, not moka's default TinyLFU: TinyLFU may decline to admit a new key when the
+        // cache is full (every key here is seen once), which would forget the newest proofs,
+        // the ones a replay would reuse.
+        let seen = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .expire_after(UntilDeadline)
+            .build();
+        MemoryReplayStore { seen }
     }
 
     /// Entries held now (pending inserts and expiries applied first).
@@ -158,6 +164,21 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         store.seen.run_pending_tasks();
         assert!(store.insert_if_absent(k, Duration::from_millis(30)).await.unwrap());
+    }
+
+    /// Past capacity the oldest keys go; the newest, the ones a replay would reuse, stay.
+    #[tokio::test]
+    async fn a_full_store_remembers_the_newest_keys() {
+        let store = MemoryReplayStore::new(100);
+        let keys: Vec<_> = (0..300).map(|i| replay_key("DPoP", &[&i.to_string()])).collect();
+        for k in &keys {
+            assert!(store.insert_if_absent(*k, Duration::from_secs(60)).await.unwrap());
+        }
+        store.seen.run_pending_tasks();
+        for k in &keys[250..] {
+            assert!(!store.insert_if_absent(*k, Duration::from_secs(60)).await.unwrap(), "a recent key was forgotten");
+        }
+        assert!(store.len() <= 100);
     }
 
     #[test]

@@ -22,8 +22,9 @@ pub const REPLAY_TTL: std::time::Duration = std::time::Duration::from_millis(198
 pub struct ProofContext<'a> {
     /// The request method.
     pub method: &'a str,
-    /// The request URL as the client addressed it (external origin + path).
-    pub url: &'a url::Url,
+    /// The request URL as the client addressed it: external origin and path, normalized
+    /// (WHATWG serialization, no query), as [`crate::auth::external_url`] gives it.
+    pub url: &'a str,
     /// `ath` the proof must carry: base64url(SHA-256(access token)).
     pub ath: Option<&'a str>,
     /// Now, Unix milliseconds.
@@ -178,8 +179,22 @@ pub fn verify_proof(
 
 /// §3.5: `origin + pathname` of the claim equals that of the request URL (WHATWG URL
 /// semantics: scheme and host lowercased, default port dropped, dot segments resolved;
-/// query and fragment ignored on both sides).
-pub fn check_htu(htu: &str, request: &url::Url) -> Result<(), ProofError> {
+/// query and fragment ignored on both sides). `request` is normalized already (see
+/// [`ProofContext::url`]).
+pub fn check_htu(htu: &str, request: &str) -> Result<(), ProofError> {
+    // Clients sign the URL they sent, which is mostly the normalized one: a claim that is
+    // `request` itself, maybe with a query or fragment, parses to the same origin and path.
+    if let Some(rest) = htu.strip_prefix(request)
+        && (rest.is_empty() || rest.starts_with(['?', '#']))
+        && (request.starts_with("https://") || request.starts_with("http://"))
+    {
+        return Ok(());
+    }
+    check_htu_parsed(htu, request)
+}
+
+/// [`check_htu`] by parsing both sides.
+fn check_htu_parsed(htu: &str, request: &str) -> Result<(), ProofError> {
     let claim = url::Url::parse(htu).map_err(|_| ProofError::HtuInvalid)?;
     if !claim.username().is_empty() || claim.password().is_some() {
         return Err(ProofError::HtuCredentials);
@@ -187,6 +202,26 @@ pub fn check_htu(htu: &str, request: &url::Url) -> Result<(), ProofError> {
     if !matches!(claim.scheme(), "http" | "https") {
         return Err(ProofError::HtuScheme);
     }
+    let request = url::Url::parse(request).map_err(|_| ProofError::HtuMismatch)?;
     let same = claim.origin() == request.origin() && claim.path() == request.path();
     if same { Ok(()) } else { Err(ProofError::HtuMismatch) }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The comparison before parsing never decides otherwise than parsing would.
+        #[test]
+        fn htu_shortcut_agrees_with_parsing(
+            request in prop::sample::select(vec![
+                "https://gw.test/xrpc/a.b.c", "http://127.0.0.1:8080/x/", "https://[::1]/p", "https://gw.test/",
+            ]),
+            suffix in "[?#/a-zA-Z0-9.%\\\\\t :@]{0,12}",
+        ) {
+            let htu = format!("{request}{suffix}");
+            prop_assert_eq!(super::check_htu(&htu, request), super::check_htu_parsed(&htu, request));
+        }
+    }
 }
