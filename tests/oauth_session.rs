@@ -112,6 +112,11 @@ impl Browser {
         self.jar.lock().get(name).map(|(v, _)| v.clone())
     }
 
+    /// The `Cookie` header an API client holding this browser's session would send.
+    fn session_cookie(&self) -> String {
+        format!("atgate_session={}", self.cookie("atgate_session").expect("signed in"))
+    }
+
     async fn send(&self, method: &str, url: &str, form: Option<&[(&str, &str)]>, accept: &str) -> Page {
         let uri: http::Uri = url.parse().unwrap();
         let mut b = Request::builder().method(method).uri(url).header(header::ACCEPT, accept);
@@ -270,7 +275,7 @@ async fn the_pds_proxy_calls_the_users_pds_with_the_sessions_dpop_token() {
     assert_eq!(answer["query"], "repo=x");
 
     let post = Request::post(format!("{base}/pds/com.atproto.repo.createRecord"))
-        .header(header::COOKIE, format!("atgate_session={}", b.cookie("atgate_session").unwrap()))
+        .header(header::COOKIE, b.session_cookie())
         .header(header::ORIGIN, &base)
         .header(header::CONTENT_TYPE, "application/json")
         .body(body::full(r#"{"collection":"com.example.note"}"#))
@@ -409,7 +414,7 @@ async fn concurrent_requests_refresh_once_and_logout_revokes() {
     let base = format!("http://{}", gw.addrs()[0]);
     let b = Browser::new();
     assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
-    let cookie = format!("atgate_session={}", b.cookie("atgate_session").unwrap());
+    let cookie = b.session_cookie();
 
     // Past refresh_before: 20 requests at once, one refresh.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -494,7 +499,7 @@ async fn two_replicas_sharing_redis_serve_one_session_and_refresh_once() {
     assert_ne!(a.addrs()[0], b_gw.addrs()[0]);
     let browser = Browser::new();
     assert_eq!(browser.sign_in(&a, "alice.test", "/app/").await.status, StatusCode::OK);
-    let cookie = format!("atgate_session={}", browser.cookie("atgate_session").unwrap());
+    let cookie = browser.session_cookie();
     let call = |gw: &Gateway| api_get(format!("http://{}/app/x", gw.addrs()[0]), &cookie);
     let (status, bytes) = call(&b_gw).await;
     assert_eq!(status, StatusCode::OK, "replica B serves A's session");
@@ -589,7 +594,7 @@ async fn sliding_expiry_and_refresh_together_over_several_rounds() {
     let base = format!("http://{}", gw.addrs()[0]);
     let b = Browser::new();
     assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
-    let cookie = format!("atgate_session={}", b.cookie("atgate_session").unwrap());
+    let cookie = b.session_cookie();
     for round in 1..=3u64 {
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let statuses = api_gets(16, &format!("{base}/app/x"), &cookie).await;
