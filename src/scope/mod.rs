@@ -1,6 +1,7 @@
 //! Granular atproto permissions (ATPROTO-AUTH.md §8): the scope grammar, canonical form,
 //! and matching a request against a granted scope set with the transitional overrides.
 
+pub mod lexicon;
 pub mod parse;
 pub mod permission_set;
 pub mod repo;

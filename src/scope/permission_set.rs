@@ -1,8 +1,14 @@
 //! Permission sets (ATPROTO-AUTH.md §9): a lexicon document of `type: permission-set`,
 //! and its expansion into granular scopes for an `include:NSID[?aud=...]` (§9.3).
 //!
-//! Sets come from a directory of pinned lexicon JSON files (`permission_sets.pinned_dir`);
-//! resolving them over the network (`_lexicon` DNS, the authority's repo) is not built yet.
+//! Two levels of rejection, as in the reference: a document that fails the lexicon schema
+//! (`lexicon.rs`: a non-`permission` entry, an object-valued parameter, a bad `title:lang`,
+//! a second `permission-set` def, ...) is no set at all and grants nothing; a valid
+//! document's permission with an unknown parameter or a bad value is dropped alone at
+//! expansion.
+//!
+//! Sets come from a directory of pinned lexicon JSON files (`permission_sets.pinned_dir`)
+//! or are resolved over the network (`resolve.rs`); both go through `from_lexicon`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,8 +16,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::Scope;
+use super::lexicon::{LexiconError, validate_document};
 use super::parse::build;
-use crate::config::is_nsid;
 
 /// A parsed permission set: its NSID and its `permissions` entries, unexpanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,33 +33,27 @@ pub struct PermissionSet {
 /// Why a lexicon document is not a usable permission set.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetError {
-    /// Not a lexicon document (`lexicon: 1`, `id` an NSID, `defs.main`).
-    #[error("not a lexicon document: {0}")]
-    NotLexicon(&'static str),
-    /// `defs.main.type` is not `permission-set`.
+    /// The document fails the lexicon schema; the reference rejects it whole.
+    #[error("invalid lexicon document: {0}")]
+    Invalid(LexiconError),
+    /// `defs.main.type` is not `permission-set` (or there is no `defs.main`).
     #[error("Lexicon document is not a permission set")]
     NotPermissionSet,
 }
 
 impl PermissionSet {
-    /// Reads a lexicon document (the record's value, or the bare lexicon JSON).
+    /// Reads a lexicon document (the record's value, or the bare lexicon JSON), validated
+    /// whole first (§9.2 step 3), then `defs.main` must be the set (step 4).
     pub fn from_lexicon(doc: &Value) -> Result<PermissionSet, SetError> {
-        if doc.get("lexicon").and_then(Value::as_u64) != Some(1) {
-            return Err(SetError::NotLexicon("lexicon is not 1"));
-        }
-        let nsid =
-            doc.get("id").and_then(Value::as_str).filter(|n| is_nsid(n)).ok_or(SetError::NotLexicon("no valid id"))?;
-        let main = doc.pointer("/defs/main").ok_or(SetError::NotLexicon("no defs.main"))?;
-        if main.get("type").and_then(Value::as_str) != Some("permission-set") {
+        validate_document(doc).map_err(SetError::Invalid)?;
+        let main = doc.pointer("/defs/main").filter(|m| m["type"] == "permission-set");
+        let (Some(main), Some(Value::String(nsid))) = (main, doc.get("id")) else {
             return Err(SetError::NotPermissionSet);
-        }
-        let permissions = main
-            .get("permissions")
-            .and_then(Value::as_array)
-            .ok_or(SetError::NotLexicon("permission set without a permissions array"))?
-            .clone();
+        };
+        // Validated: `permissions` is an array of permission objects.
+        let permissions = main["permissions"].as_array().cloned().unwrap_or_default();
         let title = main.get("title").and_then(Value::as_str).map(str::to_owned);
-        Ok(PermissionSet { nsid: nsid.to_owned(), permissions, title })
+        Ok(PermissionSet { nsid: nsid.clone(), permissions, title })
     }
 
     /// The scopes `include:<nsid>[?aud=<aud>]` grants (§9.3), in the set's order. Entries
@@ -74,12 +74,12 @@ fn expand_one(p: &Value, include_aud: Option<&str>, in_group: &dyn Fn(&String) -
     let resource = obj.get("resource").and_then(Value::as_str)?;
     let params: Vec<(&str, &Value)> =
         obj.iter().filter(|(k, _)| *k != "type" && *k != "resource").map(|(k, v)| (k.as_str(), v)).collect();
+    // A list parameter (`collection`, `action`, `lxm`) is a non-empty array, never a bare
+    // string: the reference parser's `getMulti` refuses a scalar and an empty list
+    // (`@atproto/oauth-scopes` `dist/lib/parser.js`), which drops the permission.
     let strings = |v: &Value| -> Option<Vec<String>> {
-        match v {
-            Value::String(s) => Some(vec![s.clone()]),
-            Value::Array(a) => a.iter().map(|x| x.as_str().map(str::to_owned)).collect(),
-            _ => None,
-        }
+        let list = v.as_array().filter(|a| !a.is_empty())?;
+        list.iter().map(|x| x.as_str().map(str::to_owned)).collect()
     };
     match resource {
         "repo" => {

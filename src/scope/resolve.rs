@@ -1,7 +1,9 @@
 //! Resolving permission sets over the network (ATPROTO-AUTH.md §9.2): DNS TXT
 //! `_lexicon.<authority>` -> DID -> DID document (PDS and `#atproto` key) ->
 //! `com.atproto.sync.getRecord` -> a CAR whose commit signature, MST path, record type and
-//! `id` are all verified. Pinned sets override resolution. Results are cached: fresh for
+//! `id` are all verified, and whose record must pass the lexicon schema whole
+//! (`lexicon.rs`); any failure makes the set unavailable (503 on `require.include`, nothing
+//! granted through `include:`), logged with its reason. Pinned sets override resolution. Results are cached: fresh for
 //! `FRESH`, then served while refetched in the background; a failed refetch keeps serving
 //! the cached copy up to `MAX_STALE`; failures with nothing cached are remembered for
 //! `NEGATIVE` so they are not retried per request.
@@ -9,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::permission_set::{PermissionSet, PermissionSets};
+use super::permission_set::{PermissionSet, PermissionSets, SetError};
 use super::repo::{Car, verify_record};
 use crate::identity::{IdentityError, Resolver};
 
@@ -33,9 +35,13 @@ pub enum ResolveError {
     /// Fetching the record failed.
     #[error("fetching the lexicon record failed: {0}")]
     Fetch(String),
-    /// The record proof or the document did not verify.
+    /// The record proof did not verify.
     #[error("the lexicon record did not verify: {0}")]
     Invalid(String),
+    /// The record is not a valid permission-set lexicon document (§9.2 steps 3-4): it is
+    /// rejected whole, so none of its permissions is granted.
+    #[error("{0}")]
+    Document(SetError),
     /// Network resolution is off (no identity resolver).
     #[error("permission set not pinned and network resolution is off")]
     Off,
@@ -190,7 +196,7 @@ async fn resolve(identity: &Arc<Resolver>, nsid: &str) -> Result<PermissionSet, 
     if record.get("$type").and_then(serde_json::Value::as_str) != Some(LEXICON_COLLECTION) {
         return Err(ResolveError::Invalid("record is not a com.atproto.lexicon.schema".into()));
     }
-    let set = PermissionSet::from_lexicon(&record).map_err(|e| ResolveError::Invalid(e.to_string()))?;
+    let set = PermissionSet::from_lexicon(&record).map_err(ResolveError::Document)?;
     if set.nsid != nsid {
         return Err(ResolveError::Invalid(format!("record id {} is not {nsid}", set.nsid)));
     }
@@ -199,6 +205,16 @@ async fn resolve(identity: &Arc<Resolver>, nsid: &str) -> Result<PermissionSet, 
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::scope::lexicon::{LexiconError, LexiconReason};
+
+    #[test]
+    fn an_invalid_document_is_logged_with_its_place() {
+        let path = "defs.main.permissions[6].type".to_owned();
+        let e = ResolveError::Document(SetError::Invalid(LexiconError { path, reason: LexiconReason::NotPermission }));
+        assert_eq!(e.to_string(), "invalid lexicon document: defs.main.permissions[6].type: not a permission");
+    }
+
     #[test]
     fn authorities() {
         assert_eq!(super::authority("app.example.authBasic"), "example.app");

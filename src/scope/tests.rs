@@ -272,3 +272,153 @@ fn content_types() {
     h.insert("content-type", "garbage".parse().unwrap());
     assert_eq!(stage::content_type(&h), None);
 }
+
+/// ATPROTO-AUTH.md §9.1-9.3: what invalidates a permission-set document (rejected whole,
+/// `lexicon.rs`) and what only drops one permission at expansion (`permission_set.rs`).
+mod permission_set_documents {
+    use serde_json::{Value, json};
+
+    use super::lexicon::{LexiconError, LexiconReason, is_language, validate_document};
+    use super::permission_set::{PermissionSet, SetError};
+
+    fn base() -> Value {
+        json!({
+            "$type": "com.atproto.lexicon.schema",
+            "lexicon": 1,
+            "id": "app.example.authBasic",
+            "defs": {"main": {"type": "permission-set", "title": "Basic", "permissions": [
+                {"type": "permission", "resource": "repo", "collection": ["app.example.post"]},
+                {"type": "permission", "resource": "rpc", "aud": "*", "lxm": ["app.example.getFeed"]},
+            ]}}
+        })
+    }
+
+    fn with(change: impl FnOnce(&mut Value)) -> Value {
+        let mut doc = base();
+        change(&mut doc);
+        doc
+    }
+
+    fn invalid(doc: &Value) -> LexiconError {
+        let err = validate_document(doc).expect_err("invalid");
+        assert_eq!(PermissionSet::from_lexicon(doc), Err(SetError::Invalid(err.clone())));
+        err
+    }
+
+    fn push(entry: Value) -> impl FnOnce(&mut Value) {
+        move |d| d["defs"]["main"]["permissions"].as_array_mut().unwrap().push(entry)
+    }
+
+    #[test]
+    fn the_four_reported_shapes_reject_the_whole_document() {
+        let err = invalid(&with(push(json!({"type": "scope", "resource": "repo", "collection": ["app.example.x"]}))));
+        assert_eq!((err.path.as_str(), err.reason), ("defs.main.permissions[2].type", LexiconReason::NotPermission));
+        let err = invalid(&with(|d| d["defs"]["main"]["title:lang"] = json!({"en": "Basic", "de": 5})));
+        assert_eq!((err.path.as_str(), err.reason), ("defs.main.title:lang.de", LexiconReason::Expected("a string")));
+        let err = invalid(&with(|d| d["defs"]["main"]["permissions"][0]["extra"] = json!({"a": 1})));
+        assert_eq!(err.path, "defs.main.permissions[0].extra");
+        let err = invalid(&with(|d| d["defs"]["other"] = json!({"type": "permission-set", "permissions": []})));
+        assert_eq!((err.path.as_str(), err.reason), ("defs.other.type", LexiconReason::Type));
+        // The message names the place, for the log line of the 503.
+        assert_eq!(
+            SetError::Invalid(err).to_string(),
+            "invalid lexicon document: defs.other.type: type not allowed here"
+        );
+    }
+
+    #[test]
+    fn other_shapes_the_schema_rejects() {
+        let spoilers: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+            ("entry without type", Box::new(push(json!({"resource": "repo"})))),
+            ("empty resource", Box::new(push(json!({"type": "permission", "resource": ""})))),
+            ("entry a string", Box::new(push(json!("repo:app.example.post")))),
+            ("null parameter", Box::new(push(json!({"type": "permission", "resource": "repo", "action": null})))),
+            ("float parameter", Box::new(push(json!({"type": "permission", "resource": "repo", "n": 1.5})))),
+            (
+                "unsafe integer",
+                Box::new(push(json!({"type": "permission", "resource": "repo", "n": 9007199254740992u64}))),
+            ),
+            (
+                "mixed array",
+                Box::new(push(json!({"type": "permission", "resource": "repo", "collection": ["a.b.c", 1]}))),
+            ),
+            (
+                "nested array",
+                Box::new(push(json!({"type": "permission", "resource": "repo", "collection": [["a.b.c"]]}))),
+            ),
+            ("title null", Box::new(|d: &mut Value| d["defs"]["main"]["title"] = Value::Null)),
+            ("bad language tag", Box::new(|d: &mut Value| d["defs"]["main"]["detail:lang"] = json!({"EN": "x"}))),
+            ("permissions missing", Box::new(|d: &mut Value| d["defs"]["main"]["permissions"] = Value::Null)),
+            ("lexicon 2", Box::new(|d: &mut Value| d["lexicon"] = json!(2))),
+            ("id not an NSID", Box::new(|d: &mut Value| d["id"] = json!("app.example"))),
+            ("revision a float", Box::new(|d: &mut Value| d["revision"] = json!(1.5))),
+            ("other def a query", Box::new(|d: &mut Value| d["defs"]["q"] = json!({"type": "query"}))),
+            ("other def unknown", Box::new(|d: &mut Value| d["defs"]["u"] = json!({"type": "unknown"}))),
+            ("empty def name", Box::new(|d: &mut Value| d["defs"][""] = json!({"type": "token"}))),
+            (
+                "object required not a property",
+                Box::new(|d: &mut Value| {
+                    d["defs"]["o"] = json!({"type": "object", "required": ["a"], "properties": {}})
+                }),
+            ),
+            (
+                "record without key",
+                Box::new(|d: &mut Value| {
+                    d["defs"]["main"] = json!({"type": "record", "record": {"type": "object", "properties": {}}})
+                }),
+            ),
+            (
+                "encoding with parameters",
+                Box::new(|d: &mut Value| {
+                    d["defs"]["main"] = json!({"type": "query", "output": {"encoding": "a/b; c=d"}})
+                }),
+            ),
+        ];
+        for (what, spoil) in spoilers {
+            let mut doc = base();
+            spoil(&mut doc);
+            assert!(validate_document(&doc).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn shapes_the_schema_accepts() {
+        // JSON 1.0 and 2.0 are the JavaScript numbers 1 and 2; unknown keys pass; any
+        // scalar or homogeneous array is a parameter; language maps with BCP 47 keys.
+        let doc = with(|d| {
+            d["lexicon"] = json!(1.0);
+            d["revision"] = json!(2.0);
+            d["whatever"] = json!({"x": null});
+            d["defs"]["main"]["title:lang"] = json!({"en": "Basic", "pt-BR": "Básico", "zh-Hant-TW": "x"});
+            d["defs"]["main"]["permissions"][0]["n"] = json!(3);
+            d["defs"]["main"]["permissions"][0]["flags"] = json!([true, false]);
+            d["defs"]["main"]["permissions"][0]["none"] = json!([]);
+            d["defs"]["tok"] = json!({"type": "token", "description": "x"});
+        });
+        assert_eq!(validate_document(&doc), Ok(()));
+        let query = with(|d| d["defs"]["main"] = json!({"type": "query"}));
+        assert_eq!(PermissionSet::from_lexicon(&query), Err(SetError::NotPermissionSet));
+        let no_main = with(|d| d["defs"] = json!({}));
+        assert_eq!(PermissionSet::from_lexicon(&no_main), Err(SetError::NotPermissionSet));
+        assert!(is_language("en-GB-oed") && is_language("x-private") && is_language("sl-rozaj-biske"));
+        assert!(!is_language("EN") && !is_language("de-1996-1996") && !is_language("en-a-x-y") && !is_language(""));
+    }
+
+    /// §9.3: a bad value in one permission of a valid document drops that permission only.
+    #[test]
+    fn bad_permissions_of_a_valid_document_drop_alone() {
+        let doc = with(|d| {
+            let list = d["defs"]["main"]["permissions"].as_array_mut().unwrap();
+            list.push(json!({"type": "permission", "resource": "repo", "collection": "app.example.bare"}));
+            list.push(json!({"type": "permission", "resource": "repo", "collection": ["app.example.a"], "action": []}));
+            list.push(
+                json!({"type": "permission", "resource": "repo", "collection": ["app.example.b"], "action": "delete"}),
+            );
+            list.push(json!({"type": "permission", "resource": "rpc", "lxm": "app.example.bareRpc", "aud": "*"}));
+            list.push(json!({"type": "permission", "resource": "repo", "collection": [], "foo": "bar"}));
+        });
+        let set = PermissionSet::from_lexicon(&doc).unwrap();
+        let granted: Vec<String> = set.expand(None).iter().map(|s| s.canonical()).collect();
+        assert_eq!(granted, ["repo:app.example.post", "rpc:app.example.getFeed?aud=*"]);
+    }
+}
