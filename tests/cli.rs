@@ -5,7 +5,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use http::StatusCode;
@@ -64,13 +64,14 @@ fn version_flag() {
 /// and the JSON access log has the request without its credentials.
 #[tokio::test]
 async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
-    let slow = slow_upstream(Duration::from_millis(700)).await;
+    let mut slow = GatedUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("atgate.yaml");
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:0\nadmin_listen: \"off\"\nupstreams:\n  slow: {{ url: \"http://{slow}\" }}\nroutes:\n  - {{ name: all, match: {{ path: / }}, upstream: slow, auth: none }}\n"
+            "listen: 127.0.0.1:0\nadmin_listen: \"off\"\nupstreams:\n  slow: {{ url: \"http://{slow}\" }}\nroutes:\n  - {{ name: all, match: {{ path: / }}, upstream: slow, auth: none }}\n",
+            slow = slow.addr
         ),
     )
     .unwrap();
@@ -92,17 +93,32 @@ async fn run_drains_on_sigterm_and_logs_json_without_secrets() {
     let req = tokio::spawn(async move {
         send(&client(), get(url, &[("authorization", "Bearer sekrit-token"), ("cookie", "session=sekrit")])).await
     });
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let started = Instant::now();
+    // The request is in flight: the upstream holds it until the gateway is draining.
+    slow.arrived().await;
     let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
+    let (mut lines, mut rest) = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let draining = serde_json::from_str::<serde_json::Value>(&line).unwrap()["message"] == "draining";
+            seen.push(line);
+            if draining {
+                return (lines, seen);
+            }
+        }
+        panic!("the gateway exited without draining: {seen:?}");
+    })
+    .await
+    .unwrap();
+    assert!(rest.last().unwrap().contains(r#""connections":1"#), "{rest:?}");
+    slow.open();
     let (res, body) = req.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(body, "slow");
+    assert_eq!(body, "held");
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
-    assert!(started.elapsed() < Duration::from_secs(10));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    rest.extend(lines.by_ref().map_while(Result::ok));
     let access =
         rest.iter().find(|l| l.contains("atgate::access")).unwrap_or_else(|| panic!("no access log line in {rest:?}"));
     let v: serde_json::Value = serde_json::from_str(access).unwrap();

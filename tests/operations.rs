@@ -330,20 +330,23 @@ async fn edits_of_the_file_reload_under_load_without_failed_requests() {
 
 #[tokio::test]
 async fn a_request_in_flight_finishes_on_the_config_it_started_with() {
-    let slow = slow_upstream(Duration::from_millis(400)).await;
+    let mut slow = GatedUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("atgate.yaml");
-    write_config(&path, slow, &[("slow", "/slow/")]);
+    write_config(&path, slow.addr, &[("slow", "/slow/")]);
     let mut config = Config::load(&path).unwrap();
     config.reload.watch = false;
     let gw = Gateway::start(config).await.unwrap();
     let url = format!("http://{}/slow/x", gw.addrs()[0]);
     let in_flight = tokio::spawn(status_of(url.clone()));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Routed on the old config: it has reached the upstream, which holds it.
+    slow.arrived().await;
 
-    write_config(&path, slow, &[("other", "/other/")]);
+    write_config(&path, slow.addr, &[("other", "/other/")]);
     atgate::reload::reload_file(gw.shared(), &path).await.unwrap();
     assert_eq!(status_of(url).await, StatusCode::NOT_FOUND, "the new config is in force");
+    assert!(!in_flight.is_finished(), "the upstream still holds the old request");
+    slow.open();
     assert_eq!(in_flight.await.unwrap(), StatusCode::OK, "the old request finished on its route");
 }
 

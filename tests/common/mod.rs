@@ -62,6 +62,43 @@ pub async fn slow_upstream(delay: Duration) -> SocketAddr {
     .await
 }
 
+/// An upstream that holds every request until the test opens it: a request in flight
+/// without a guess at how long "in flight" lasts. `arrived()` waits for the next request to
+/// reach it; after `open()` every held and later request is answered 200 "held".
+pub struct GatedUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl GatedUpstream {
+    pub async fn start() -> GatedUpstream {
+        let (arrive, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let addr = serve(move |_req| {
+            let (arrive, mut gate) = (arrive.clone(), gate.clone());
+            async move {
+                let _ = arrive.send(());
+                let _ = gate.wait_for(|open| *open).await;
+                Response::new(body::full("held"))
+            }
+        })
+        .await;
+        GatedUpstream { addr, arrived, open }
+    }
+
+    /// Waits until a request reaches the upstream.
+    pub async fn arrived(&mut self) {
+        self.arrived.recv().await.expect("the upstream is running");
+    }
+
+    /// Answers every held request, and every later one at once.
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+}
+
 /// An address where nothing listens.
 pub async fn dead_upstream() -> SocketAddr {
     let l = TcpListener::bind(loopback()).await.unwrap();
