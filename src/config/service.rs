@@ -10,22 +10,21 @@ use super::{IdentityConfig, Lxm, Place, PrincipalPolicy, ServiceAuthConfig};
 use crate::identity::is_did;
 
 /// Whether `s` is an NSID: a reversed domain of at least two segments and a name
-/// (`com.example.getThing`), at most 317 characters.
+/// (`com.example.getThing`), at most 317 characters. Allocation-free: the router checks
+/// every `/xrpc/` path with it.
 pub fn is_nsid(s: &str) -> bool {
-    let segments: Vec<&str> = s.split('.').collect();
-    if s.len() > 317 || segments.len() < 3 {
-        return false;
-    }
-    let (name, authority) = segments.split_last().expect("at least three segments");
-    let label_ok = |l: &&str| {
+    let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
             && !l.starts_with('-')
             && !l.ends_with('-')
             && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
-    authority.iter().all(label_ok)
-        && authority[0].as_bytes()[0].is_ascii_alphabetic()
+    let Some((authority, name)) = s.rsplit_once('.') else { return false };
+    s.len() <= 317
+        && authority.contains('.')
+        && authority.split('.').all(label_ok)
+        && authority.as_bytes()[0].is_ascii_alphabetic()
         && !name.is_empty()
         && name.len() <= 63
         && name.as_bytes()[0].is_ascii_alphabetic()

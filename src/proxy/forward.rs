@@ -1,7 +1,7 @@
 //! The innermost service: sends the request to the route's upstream and streams the
 //! answer back.
 //!
-//! Reads `Arc<Route>`, `NormalPath`, `ClientInfo` and `ConnInfo` from the request
+//! Reads `Arc<Route>`, `NormalPath`, `NormalHost`, `ClientInfo` and `ConnInfo` from the request
 //! extensions. Bodies stream both ways without buffering; an `Upgrade` (WebSocket) that
 //! the upstream accepts with 101 becomes a byte tunnel.
 
@@ -18,7 +18,7 @@ use super::headers::remove_hop_by_hop;
 use super::{ProxyError, upgrade};
 use crate::body::{self, Body, HttpFuture};
 use crate::respond::reject;
-use crate::router::{NormalPath, Route};
+use crate::router::{NormalHost, NormalPath, Route};
 use crate::state::Shared;
 
 /// Sends requests upstream.
@@ -78,7 +78,7 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
         pq.push_str(q);
     }
     let pq = PathAndQuery::try_from(pq).map_err(|_| ProxyError::BadRequest)?;
-    let original_authority = req.uri().authority().cloned();
+    let normal_host = req.extensions_mut().remove::<NormalHost>();
     *req.uri_mut() = Uri::builder()
         .scheme(upstream.config.scheme.clone())
         .authority(upstream.config.authority.clone())
@@ -104,15 +104,14 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
     if let Some(client) = &client {
         set_forwarded(headers, client, conn.map(|c| c.peer.ip()));
     }
-    if upstream.config.preserve_host {
-        if !headers.contains_key(header::HOST)
-            && let Some(a) = original_authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            headers.insert(header::HOST, a);
-        }
-    } else {
-        // The client sets Host from the upstream URI.
-        headers.remove(header::HOST);
+    // The client sets Host from the upstream URI, unless the upstream wants the request's
+    // host: then the one canonical host the route was chosen on, never the client's
+    // spelling of it (a `Host` that disagreed with the target was refused by the router).
+    headers.remove(header::HOST);
+    if upstream.config.preserve_host
+        && let Some(host) = normal_host
+    {
+        headers.insert(header::HOST, host.0);
     }
     crate::telemetry::inject(headers);
     if via {

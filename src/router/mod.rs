@@ -1,9 +1,11 @@
 //! Routing stage: picks the route for a request.
 //!
-//! Reads the current [`Runtime`](crate::state::Runtime) once per request, normalizes the
-//! path, and inserts the matched `Arc<Route>` into the request extensions (and the route's
-//! name into the response extensions, for metrics and logs). No match: 404, or 405 with
-//! `Allow` when the path matches but the method does not; a refused path: 400.
+//! Reads the current [`Runtime`](crate::state::Runtime) once per request, makes the path
+//! and host canonical, and inserts the matched `Arc<Route>`, the [`NormalPath`] to forward
+//! and (for `preserve_host` upstreams) the [`NormalHost`] into the request extensions (and
+//! the route's name into the response extensions, for metrics and logs). No match: 404,
+//! or 405 with `Allow` when the path matches but the method does not; a refused path,
+//! host or method token: 400.
 
 pub mod path;
 pub mod pattern;
@@ -54,6 +56,8 @@ pub struct Route {
     pub rate_limits: Vec<Arc<crate::ratelimit::Limiter>>,
     /// Send a signed identity assertion.
     pub assertion: bool,
+    /// An exact pattern, shared by every request it forwards (no allocation per request).
+    exact: Option<Arc<str>>,
 }
 
 impl Route {
@@ -81,6 +85,18 @@ impl Route {
             identity,
             rate_limits: crate::ratelimit::limiters(&config.rate_limits, old),
             assertion: config.assertion,
+            exact: match &config.key.path {
+                pattern::PathPattern::Exact(p) => Some(p.as_str().into()),
+                _ => None,
+            },
+        }
+    }
+
+    /// The canonical path to forward for a request path this route matched.
+    pub fn normal_path(&self, path: &str) -> NormalPath {
+        match &self.exact {
+            Some(p) => NormalPath(p.clone()),
+            None => NormalPath(self.key.path.forwarded(path).into()),
         }
     }
 
@@ -105,15 +121,22 @@ impl Route {
 /// A route's name, cheap to clone; a response extension for metrics and logs.
 pub type RouteName = crate::metrics::Name;
 
-/// The normalized request path, a request extension set by the router.
+/// The canonical request path as the chosen route spells it, a request extension set by
+/// the router: what the auth and scope stages read and what is forwarded.
 #[derive(Debug, Clone)]
 pub struct NormalPath(pub Arc<str>);
+
+/// The canonical request host (`name` or `name:port`), a request extension set by the
+/// router for `preserve_host` upstreams: the host the route was chosen on.
+#[derive(Debug, Clone)]
+pub struct NormalHost(pub http::HeaderValue);
 
 /// Routes in match order, most specific first.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: Vec<Arc<Route>>,
     any_host: bool,
+    preserve_host: bool,
 }
 
 impl RouteTable {
@@ -122,7 +145,8 @@ impl RouteTable {
     pub fn new(mut routes: Vec<Arc<Route>>) -> RouteTable {
         routes.sort_by(|a, b| a.key.specificity_cmp(&b.key));
         let any_host = routes.iter().any(|r| r.key.host.is_some());
-        RouteTable { routes, any_host }
+        let preserve_host = routes.iter().any(|r| r.upstream.config.preserve_host);
+        RouteTable { routes, any_host, preserve_host }
     }
 
     /// The route called `name`.
@@ -163,6 +187,11 @@ impl RouteTable {
         self.any_host
     }
 
+    /// Whether any route forwards to a `preserve_host` upstream.
+    pub fn preserves_host(&self) -> bool {
+        self.preserve_host
+    }
+
     /// All routes, in match order.
     pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
@@ -184,6 +213,23 @@ pub enum RouteError {
     /// The path was refused before matching.
     #[error("invalid request path")]
     BadPath(path::BadPath),
+    /// `Host` is malformed, repeated, or names another host than the request target.
+    #[error("invalid host")]
+    BadHost(BadHost),
+    /// A method token with lower-case letters (RFC 9110 §9.1: methods are case-sensitive).
+    #[error("invalid method")]
+    BadMethod,
+}
+
+/// Why a request's host was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHost {
+    /// Not a host name, IP literal or `host:port`.
+    Malformed,
+    /// More than one `Host` header (RFC 9112 §3.2).
+    Repeated,
+    /// `Host` and the absolute-form target / `:authority` differ (RFC 9113 §8.3.1).
+    Disagrees,
 }
 
 impl Reject for RouteError {
@@ -191,21 +237,23 @@ impl Reject for RouteError {
         match self {
             RouteError::NotFound => StatusCode::NOT_FOUND,
             RouteError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            RouteError::BadPath(_) => StatusCode::BAD_REQUEST,
+            RouteError::BadPath(_) | RouteError::BadHost(_) | RouteError::BadMethod => StatusCode::BAD_REQUEST,
         }
     }
     fn error_name(&self) -> &'static str {
         match self {
             RouteError::NotFound => "NotFound",
             RouteError::MethodNotAllowed { .. } => "MethodNotAllowed",
-            RouteError::BadPath(_) => "InvalidRequest",
+            RouteError::BadPath(_) | RouteError::BadHost(_) | RouteError::BadMethod => "InvalidRequest",
         }
     }
     fn message(&self) -> String {
         match self {
-            RouteError::BadPath(path::BadPath::EncodedSeparator) => {
-                "invalid request path: encoded slashes and backslashes are not allowed".into()
-            }
+            RouteError::BadPath(bad) => bad.message().into(),
+            RouteError::BadHost(BadHost::Malformed) => "invalid Host header".into(),
+            RouteError::BadHost(BadHost::Repeated) => "more than one Host header".into(),
+            RouteError::BadHost(BadHost::Disagrees) => "the Host header differs from the request target's host".into(),
+            RouteError::BadMethod => "method names are case-sensitive: use upper case, e.g. GET".into(),
             other => other.to_string(),
         }
     }
@@ -214,6 +262,8 @@ impl Reject for RouteError {
             RouteError::NotFound => "no_route",
             RouteError::MethodNotAllowed { .. } => "method_not_allowed",
             RouteError::BadPath(_) => "bad_path",
+            RouteError::BadHost(_) => "bad_host",
+            RouteError::BadMethod => "bad_method",
         }
     }
     fn headers(&self, headers: &mut HeaderMap) {
@@ -226,18 +276,101 @@ impl Reject for RouteError {
     }
 }
 
-/// The request's host, lowercased and without port: `:authority` (HTTP/2, absolute-form)
-/// or `Host`.
-pub fn request_host<'a>(uri: &'a Uri, headers: &'a HeaderMap) -> Option<String> {
-    let raw = match uri.host() {
-        Some(h) => h,
-        None => headers.get(http::header::HOST)?.to_str().ok()?,
+/// A request's host: `name` lowercase without a trailing dot (IPv6 without brackets), and
+/// the port if one was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHost {
+    /// What host patterns match.
+    pub name: String,
+    /// The explicit port, if any.
+    pub port: Option<u16>,
+}
+
+impl RequestHost {
+    /// The `Host` value for a `preserve_host` upstream: the canonical host, not the
+    /// client's spelling of it.
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        let name = if self.name.contains(':') { format!("[{}]", self.name) } else { self.name.clone() };
+        let text = match self.port {
+            Some(port) => format!("{name}:{port}"),
+            None => name,
+        };
+        HeaderValue::from_str(&text).ok()
+    }
+}
+
+/// Splits `host[:port]` / `[v6][:port]` and makes the name canonical; no allocation.
+fn split_host(raw: &str) -> Result<(&str, Option<u16>), BadHost> {
+    let (name, port) = match raw.strip_prefix('[') {
+        Some(v6) => {
+            let (name, rest) = v6.split_once(']').ok_or(BadHost::Malformed)?;
+            if !name.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') || name.is_empty() {
+                return Err(BadHost::Malformed);
+            }
+            let port = match rest {
+                "" => None,
+                r => Some(r.strip_prefix(':').ok_or(BadHost::Malformed)?),
+            };
+            (name, port)
+        }
+        None => match raw.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (raw, None),
+        },
     };
-    let host = match raw.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map_or(v6, |(h, _)| h),
-        None => raw.rsplit_once(':').map_or(raw, |(h, _)| h),
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().map_err(|_| BadHost::Malformed)?),
+        None => None,
     };
-    Some(host.to_ascii_lowercase())
+    if raw.starts_with('[') {
+        return Ok((name, port));
+    }
+    // DNS treats `example.com.` and `example.com` alike (RFC 1034 §3.1), so must routing.
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !name.split('.').all(label_ok) {
+        return Err(BadHost::Malformed);
+    }
+    Ok((name, port))
+}
+
+/// The request's one canonical host, from `:authority` (HTTP/2, absolute-form) or `Host`;
+/// when both are present they must name the same host (and port, when both give one).
+pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<RequestHost>, RouteError> {
+    let bad = RouteError::BadHost;
+    let mut hosts = headers.get_all(http::header::HOST).iter();
+    let header = hosts.next();
+    if hosts.next().is_some() {
+        return Err(bad(BadHost::Repeated));
+    }
+    let header = match header {
+        // RFC 9112 §3.2: an empty Host is sent when the target has no authority.
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(split_host(v.to_str().map_err(|_| bad(BadHost::Malformed))?).map_err(bad)?),
+        None => None,
+    };
+    let target = match uri.authority() {
+        Some(a) => Some(split_host(a.as_str().rsplit('@').next().unwrap_or("")).map_err(bad)?),
+        None => None,
+    };
+    let (name, port) = match (target, header) {
+        (Some((t, tp)), Some((h, hp))) => {
+            let ports_agree = tp.is_none() || hp.is_none() || tp == hp;
+            if !t.eq_ignore_ascii_case(h) || !ports_agree {
+                return Err(bad(BadHost::Disagrees));
+            }
+            (t, tp.or(hp))
+        }
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(RequestHost { name: name.to_ascii_lowercase(), port }))
+}
+
+/// Whether a method token has lower-case letters: `get` is not `GET` (RFC 9110 §9.1),
+/// but a GET-only route must not let it fall through to a broader route either.
+fn lower_case_method(method: &Method) -> bool {
+    method.as_str().bytes().any(|b| b.is_ascii_lowercase())
 }
 
 /// The routing stage: inserts `Arc<Route>` and `NormalPath`, or answers 400/404/405.
@@ -264,6 +397,9 @@ impl Stage for Router {
                 return Box::pin(async move { Ok(res) });
             }
         }
+        if lower_case_method(req.method()) {
+            return Box::pin(async move { Ok(reject(&RouteError::BadMethod)) });
+        }
         let normal = path::normalize(req.uri().path()).map_err(RouteError::BadPath);
         if let (Some(client), Ok(p)) = (&runtime.oauth, &normal)
             && crate::oauth::is_own_path(client, p)
@@ -277,15 +413,30 @@ impl Stage for Router {
         }
         let table = &runtime.routes;
         let found = normal.and_then(|p| {
-            let host = if table.uses_hosts() { request_host(req.uri(), req.headers()) } else { None };
-            let route = table.lookup(host.as_deref(), &p, req.method())?.clone();
-            Ok((route, NormalPath(p.into())))
+            // Host and target are checked on every request that carries both, even when
+            // no route has a host pattern; parsed only when a route or upstream needs it.
+            let needs_host = table.uses_hosts() || table.preserves_host();
+            let host = match needs_host || (req.uri().authority().is_some() && req.headers().contains_key(http::header::HOST)) {
+                true => request_host(req.uri(), req.headers())?,
+                false => None,
+            };
+            let name = host.as_ref().map(|h| h.name.as_str());
+            let route = table.lookup(name, &p, req.method())?.clone();
+            let forwarded_host = match route.upstream.config.preserve_host {
+                true => host.and_then(|h| h.header_value()).map(NormalHost),
+                false => None,
+            };
+            let normal = route.normal_path(&p);
+            Ok((route, normal, forwarded_host))
         });
         match found {
-            Ok((route, normal)) => {
+            Ok((route, normal, host)) => {
                 let name = route.name.clone();
                 req.extensions_mut().insert(route);
                 req.extensions_mut().insert(normal);
+                if let Some(host) = host {
+                    req.extensions_mut().insert(host);
+                }
                 let mut inner = next;
                 Box::pin(async move {
                     let mut res = inner.call(req).await?;

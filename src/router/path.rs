@@ -1,13 +1,27 @@
-//! Request path normalization, done before matching so that a route's pattern and the
-//! upstream see the same path.
+//! The canonical request path: routes are chosen on it and the upstream receives it.
 //!
 //! An auth gateway that matches `/public/../admin` as a public path while the upstream
-//! resolves it to `/admin` has no auth at all. So atgate merges repeated slashes and
-//! removes dot segments (RFC 3986 §5.2.4, also for `%2e` spellings) and forwards the
-//! normalized path; encoded slashes and backslashes (`%2F`, `%5C`, `\`) are refused,
-//! since upstreams disagree on whether they separate segments.
+//! resolves it to `/admin` has no auth at all, and the same holds for every other spelling
+//! an upstream router treats as the same handler. So each spelling class is either made
+//! canonical here or refused (docs/configuration.md, "How a request is matched"):
+//! - `%XX` of a byte a route pattern may contain (RFC 3986 unreserved, sub-delims, `:`,
+//!   `@`) is decoded: Go `net/http`, Starlette and Spring route on the decoded path, and
+//!   Express decodes `:param`s (`@atproto/xrpc-server` routes `/xrpc/:methodId`-style).
+//! - repeated slashes are merged and dot segments removed (RFC 3986 §5.2.4), `%2e` too.
+//! - refused: encoded separators (`%2F`, `%5C`, `\`: upstreams disagree on whether they
+//!   split segments), `;` (Tomcat and Jetty drop `;params`), control characters and
+//!   spaces, malformed escapes, `%25` followed by an escape (an upstream that decodes twice
+//!   would see another path), and segments ending in `.` (IIS drops trailing dots, Spring's
+//!   suffix match ignores extensions).
+//! - under `/xrpc/` the one segment must be an NSID (ATPROTO-AUTH.md, `/xrpc/<nsid>`),
+//!   with at most one trailing `/`, which is dropped.
+//!
+//! Letter case and other trailing slashes are left as sent: matching ignores them
+//! ([`super::pattern`]), and the route's pattern decides what is forwarded.
 
 use std::borrow::Cow;
+
+use crate::config::is_nsid;
 
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,31 +30,120 @@ pub enum BadPath {
     NotAbsolute,
     /// `%2F`, `%5C` or `\`.
     EncodedSeparator,
+    /// `%` not followed by two hex digits.
+    BadEscape,
+    /// `%25` followed by an escape, e.g. `%2561`.
+    DoubleEncoding,
+    /// A control character or space, raw or encoded.
+    ControlOrSpace,
+    /// `;` (or `%3B`): a path parameter.
+    PathParameter,
+    /// A segment ending in `.` other than `.` and `..`.
+    TrailingDot,
+    /// `/xrpc` not followed by one NSID segment.
+    NotXrpcMethod,
 }
 
-/// Normalizes a request path; borrows when it is already normal.
+impl BadPath {
+    /// The client-facing explanation.
+    pub fn message(self) -> &'static str {
+        match self {
+            BadPath::NotAbsolute => "invalid request path: expected an absolute path",
+            BadPath::EncodedSeparator => "invalid request path: encoded slashes and backslashes are not allowed",
+            BadPath::BadEscape => "invalid request path: % must start an escape of two hex digits",
+            BadPath::DoubleEncoding => "invalid request path: double percent-encoding is not allowed",
+            BadPath::ControlOrSpace => "invalid request path: control characters and spaces are not allowed",
+            BadPath::PathParameter => "invalid request path: ; path parameters are not allowed",
+            BadPath::TrailingDot => "invalid request path: a segment may not end in a dot",
+            BadPath::NotXrpcMethod => "invalid xrpc path: expected /xrpc/<nsid>",
+        }
+    }
+}
+
+/// Makes a request path canonical; borrows when it already is.
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
     if !path.starts_with('/') {
         return Err(BadPath::NotAbsolute);
     }
+    let decoded = decode(path)?;
+    let resolved = match resolve(&decoded)? {
+        Cow::Borrowed(_) => decoded,
+        Cow::Owned(s) => Cow::Owned(s),
+    };
+    xrpc(resolved)
+}
+
+/// Bytes a route pattern may name literally; their escapes are decoded.
+fn decodes(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@".contains(&b)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// The escape at `bytes[i..]` (which starts with `%`).
+fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
+    match bytes.get(i + 1..i + 3) {
+        Some(&[h, l]) => Some(hex(h)? << 4 | hex(l)?),
+        _ => None,
+    }
+}
+
+/// Checks every byte and escape; decodes escapes of pattern bytes.
+fn decode(path: &str) -> Result<Cow<'_, str>, BadPath> {
     let bytes = path.as_bytes();
-    let mut suspicious = false;
+    let mut needs_decoding = false;
     for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'\\' => return Err(BadPath::EncodedSeparator),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).map(|h| h.to_ascii_uppercase());
-                match hex.as_deref() {
-                    Some(b"2F") | Some(b"5C") => return Err(BadPath::EncodedSeparator),
-                    Some(b"2E") => suspicious = true,
-                    _ => {}
-                }
-            }
-            b'/' if matches!(bytes.get(i + 1), Some(b'/') | Some(b'.')) => suspicious = true,
+            b';' => return Err(BadPath::PathParameter),
+            0..=0x20 | 0x7f => return Err(BadPath::ControlOrSpace),
+            b'%' => match escape_at(bytes, i).ok_or(BadPath::BadEscape)? {
+                b'/' | b'\\' => return Err(BadPath::EncodedSeparator),
+                b';' => return Err(BadPath::PathParameter),
+                0..=0x20 | 0x7f => return Err(BadPath::ControlOrSpace),
+                b'%' if escape_at(bytes, i + 2).is_some() => return Err(BadPath::DoubleEncoding),
+                v if decodes(v) => needs_decoding = true,
+                _ => {}
+            },
             _ => {}
         }
     }
-    if !suspicious {
+    if !needs_decoding {
+        return Ok(Cow::Borrowed(path));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match escape_at(bytes, i).filter(|&v| bytes[i] == b'%' && decodes(v)) {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII escapes were replaced by ASCII bytes: still UTF-8.
+    Ok(Cow::Owned(String::from_utf8(out).map_err(|_| BadPath::BadEscape)?))
+}
+
+/// Merges repeated slashes and removes dot segments; refuses segments ending in `.`.
+fn resolve(path: &str) -> Result<Cow<'_, str>, BadPath> {
+    let mut changes = false;
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(seg) = segments.next() {
+        match seg {
+            "." | ".." => changes = true,
+            "" if segments.peek().is_some() => changes = true,
+            s if s.ends_with('.') => return Err(BadPath::TrailingDot),
+            _ => {}
+        }
+    }
+    if !changes {
         return Ok(Cow::Borrowed(path));
     }
     let mut out: Vec<&str> = Vec::new();
@@ -49,14 +152,13 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
     let mut trailing_slash = false;
     for (i, seg) in segments.iter().enumerate() {
         let is_last = i == last;
-        match dot_kind(seg) {
-            Some(1) => trailing_slash = is_last,
-            Some(_) => {
+        match *seg {
+            "." | "" => trailing_slash = is_last,
+            ".." => {
                 out.pop();
                 trailing_slash = is_last;
             }
-            None if seg.is_empty() => trailing_slash = is_last,
-            None => {
+            seg => {
                 out.push(seg);
                 trailing_slash = false;
             }
@@ -73,25 +175,29 @@ pub fn normalize(path: &str) -> Result<Cow<'_, str>, BadPath> {
     Ok(Cow::Owned(normal))
 }
 
-/// `Some(1)` for `.`, `Some(2)` for `..`, in any `%2e` spelling.
-fn dot_kind(seg: &str) -> Option<u8> {
-    let s = seg.as_bytes();
-    let mut dots = 0u8;
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'.' {
-            i += 1;
-        } else if s.len() >= i + 3 && s[i] == b'%' && s[i + 1] == b'2' && s[i + 2].eq_ignore_ascii_case(&b'e') {
-            i += 3;
-        } else {
-            return None;
-        }
-        dots += 1;
-        if dots > 2 {
-            return None;
-        }
+/// Under `/xrpc` (any case, as Express matches it) exactly one NSID segment, whose
+/// trailing `/` is dropped.
+fn xrpc(path: Cow<'_, str>) -> Result<Cow<'_, str>, BadPath> {
+    let first = path[1..].split('/').next().unwrap_or("");
+    if !first.eq_ignore_ascii_case("xrpc") {
+        return Ok(path);
     }
-    (dots > 0).then_some(dots)
+    let rest = path.get(6..).unwrap_or("");
+    let (nsid, slash) = match rest.strip_suffix('/') {
+        Some(n) => (n, true),
+        None => (rest, false),
+    };
+    if !is_nsid(nsid) {
+        return Err(BadPath::NotXrpcMethod);
+    }
+    Ok(match path {
+        Cow::Borrowed(p) if slash => Cow::Borrowed(&p[..p.len() - 1]),
+        Cow::Owned(mut p) if slash => {
+            p.pop();
+            Cow::Owned(p)
+        }
+        p => p,
+    })
 }
 
 #[cfg(test)]
@@ -100,7 +206,8 @@ mod tests {
 
     #[test]
     fn normal_paths_borrow() {
-        for p in ["/", "/a", "/a/b/", "/xrpc/com.example.getThing", "/a.b/c.d", "/a%20b"] {
+        for p in ["/", "/a", "/a/b/", "/xrpc/com.example.getThing", "/xrpc/com.example.getThing/", "/a.b/c.d", "/a%C3%A9"]
+        {
             assert!(matches!(normalize(p), Ok(Cow::Borrowed(_))), "{p}");
         }
     }
@@ -118,7 +225,6 @@ mod tests {
             ("/a/.", "/a/"),
             ("/a/%2e%2E/b", "/b"),
             ("/a/.%2e/b", "/b"),
-            ("/a/...", "/a/..."),
             ("/a//", "/a/"),
             ("/..", "/"),
             ("/.hidden", "/.hidden"),
@@ -129,10 +235,51 @@ mod tests {
     }
 
     #[test]
-    fn encoded_separators_refused() {
-        for p in ["/a%2fb", "/a%2Fb", "/a%5cb", "/a\\b"] {
-            assert_eq!(normalize(p), Err(BadPath::EncodedSeparator), "{p}");
+    fn unreserved_escapes_decoded() {
+        let cases = [
+            ("/xrpc/com.example.getThin%67", "/xrpc/com.example.getThing"),
+            ("/%61dmin", "/admin"),
+            ("/profile/did%3Aplc%3Axyz", "/profile/did:plc:xyz"),
+            ("/a%7e%2D%5f", "/a~-_"),
+            ("/a%3fb%C3%A9", "/a%3fb%C3%A9"),
+            ("/XRPC/com.example.getThing/", "/XRPC/com.example.getThing"),
+            ("/xrpc//com.example.getThing", "/xrpc/com.example.getThing"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(normalize(input).unwrap(), want, "{input}");
         }
-        assert_eq!(normalize("*"), Err(BadPath::NotAbsolute));
+    }
+
+    #[test]
+    fn refused() {
+        let cases = [
+            ("/a%2fb", BadPath::EncodedSeparator),
+            ("/a%2Fb", BadPath::EncodedSeparator),
+            ("/a%5cb", BadPath::EncodedSeparator),
+            ("/a\\b", BadPath::EncodedSeparator),
+            ("*", BadPath::NotAbsolute),
+            ("/a%zz", BadPath::BadEscape),
+            ("/a%2", BadPath::BadEscape),
+            ("/a%2561", BadPath::DoubleEncoding),
+            ("/a%20b", BadPath::ControlOrSpace),
+            ("/a%00", BadPath::ControlOrSpace),
+            ("/a%0a", BadPath::ControlOrSpace),
+            ("/a%7F", BadPath::ControlOrSpace),
+            ("/admin;x", BadPath::PathParameter),
+            ("/admin%3bx", BadPath::PathParameter),
+            ("/admin.", BadPath::TrailingDot),
+            ("/admin%2e/x", BadPath::TrailingDot),
+            ("/a/...", BadPath::TrailingDot),
+            ("/xrpc", BadPath::NotXrpcMethod),
+            ("/xrpc/", BadPath::NotXrpcMethod),
+            ("/xrpc/getThing", BadPath::NotXrpcMethod),
+            ("/xrpc/com.example.getThing/x", BadPath::NotXrpcMethod),
+            ("/Xrpc/com.example.get%2Dthing", BadPath::NotXrpcMethod),
+        ];
+        for (p, want) in cases {
+            assert_eq!(normalize(p), Err(want), "{p}");
+        }
+        // A literal `%25` that does not form an escape is kept.
+        assert_eq!(normalize("/100%25").unwrap(), "/100%25");
     }
 }

@@ -8,7 +8,15 @@
 //! Within a kind, more literal characters win. Two routes of the same host pattern whose
 //! paths have equal rank and can match one same path (and share a method) are ambiguous:
 //! the config is rejected rather than letting file order decide.
+//!
+//! Matching is on the canonical path ([`super::path`]) and ignores what Express (the
+//! router of `@atproto/xrpc-server`) ignores: ASCII letter case and one trailing `/`
+//! (a prefix `/api/` also matches `/api`, as `app.use('/api')` does). So no spelling of a
+//! path reaches an upstream handler through a broader route than the one naming it; and
+//! the path forwarded is spelled as the pattern is ([`PathPattern::forwarded`]), so a
+//! case-sensitive upstream sees the handler the route names, or none.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 /// A `match.host` value: exact (`api.example.com`) or a leading wildcard (`*.example.com`).
@@ -86,6 +94,9 @@ impl PathPattern {
         if text.split('/').any(|seg| seg == "." || seg == "..") || text.contains("//") {
             return Err(format!("invalid path {text:?} (no empty, . or .. segments)"));
         }
+        if let Some(why) = never_matches(text) {
+            return Err(format!("path {text:?} never matches: {why}"));
+        }
         Ok(if text.contains('*') {
             PathPattern::Glob(text.to_owned())
         } else if text.ends_with('/') {
@@ -110,12 +121,38 @@ impl PathPattern {
         }
     }
 
-    /// Whether a (normalized) request path matches.
+    /// Whether a canonical request path matches, ignoring ASCII case and a trailing `/`.
     pub fn matches(&self, path: &str) -> bool {
         match self {
-            PathPattern::Exact(p) => p == path,
-            PathPattern::Prefix(p) => path.starts_with(p.as_str()),
-            PathPattern::Glob(g) => glob_match(g.as_bytes(), path.as_bytes()),
+            PathPattern::Exact(p) => p.eq_ignore_ascii_case(trim_slash(path)),
+            PathPattern::Prefix(p) => {
+                starts_with_fold(path, p) || p[..p.len() - 1].eq_ignore_ascii_case(path)
+            }
+            PathPattern::Glob(g) => glob_match(g.as_bytes(), trim_slash(path).as_bytes(), fold_eq),
+        }
+    }
+
+    /// The path to forward once this pattern has matched `path`: the pattern's own
+    /// spelling where it is literal (an exact pattern is forwarded as written; a prefix
+    /// matched without its `/` gets it), the request's elsewhere. Borrows when the
+    /// request already spells it so.
+    pub fn forwarded<'a>(&'a self, path: &'a str) -> Cow<'a, str> {
+        match self {
+            PathPattern::Exact(p) => Cow::Borrowed(p),
+            PathPattern::Prefix(p) if path.starts_with(p.as_str()) => Cow::Borrowed(path),
+            PathPattern::Prefix(p) => match path.get(p.len()..) {
+                Some(rest) => Cow::Owned(format!("{p}{rest}")),
+                None => Cow::Borrowed(p),
+            },
+            PathPattern::Glob(g) => {
+                let key = trim_slash(path);
+                if glob_match(g.as_bytes(), key.as_bytes(), |a, b| a == b) {
+                    return Cow::Borrowed(key);
+                }
+                // Only ASCII letters differ in case; both sides are valid UTF-8.
+                let spelled = glob_respell(g.as_bytes(), key.as_bytes());
+                Cow::Owned(spelled.and_then(|b| String::from_utf8(b).ok()).unwrap_or_else(|| key.to_owned()))
+            }
         }
     }
 
@@ -132,14 +169,45 @@ impl PathPattern {
     fn intersects(&self, other: &PathPattern) -> bool {
         match (self, other) {
             (PathPattern::Exact(a), b) | (b, PathPattern::Exact(a)) => b.matches(a),
-            (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a.starts_with(b.as_str()) || b.starts_with(a.as_str()),
-            (PathPattern::Glob(a), PathPattern::Glob(b)) => globs_intersect(a.as_bytes(), b.as_bytes()),
+            (PathPattern::Prefix(a), PathPattern::Prefix(b)) => starts_with_fold(a, b) || starts_with_fold(b, a),
+            (PathPattern::Glob(a), PathPattern::Glob(b)) => {
+                globs_intersect(a.to_ascii_lowercase().as_bytes(), b.to_ascii_lowercase().as_bytes())
+            }
             // A glob and a prefix never have equal rank; compare conservatively anyway.
             (PathPattern::Glob(g), PathPattern::Prefix(p)) | (PathPattern::Prefix(p), PathPattern::Glob(g)) => {
                 let lit = &g[..g.find('*').unwrap_or(g.len())];
-                lit.starts_with(p.as_str()) || p.starts_with(lit)
+                starts_with_fold(lit, p) || starts_with_fold(p, lit)
             }
         }
+    }
+}
+
+/// Why no canonical request path ([`super::path`]) could match the pattern, if so.
+fn never_matches(text: &str) -> Option<String> {
+    if text.contains(';') {
+        return Some("requests with ; path parameters are refused".into());
+    }
+    if text.split('/').any(|seg| seg.ends_with('.')) {
+        return Some("requests with a segment ending in . are refused".into());
+    }
+    if text.len() > 1 && text.ends_with('/') && text.contains('*') {
+        let trimmed = &text[..text.len() - 1];
+        return Some(format!("a trailing / is ignored when matching a glob (write {trimmed:?})"));
+    }
+    let mut segments = text[1..].split('/');
+    if !segments.next().is_some_and(|s| s.eq_ignore_ascii_case("xrpc")) {
+        return None;
+    }
+    // ATPROTO-AUTH.md: XRPC paths are /xrpc/<nsid>; the router refuses anything else.
+    let segs: Vec<&str> = segments.collect();
+    match segs.as_slice() {
+        [""] => None,
+        [nsid] if nsid.contains('*') || crate::config::is_nsid(nsid) => None,
+        [nsid, ""] if crate::config::is_nsid(nsid) => {
+            Some(format!("under /xrpc/ a trailing / is ignored (write \"/xrpc/{nsid}\")"))
+        }
+        [] => Some("a request for /xrpc is refused (write /xrpc/ for every XRPC method)".into()),
+        _ => Some("under /xrpc/ a path is one NSID, like /xrpc/com.example.getThing; other requests are refused".into()),
     }
 }
 
@@ -148,8 +216,25 @@ fn is_path_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"/-._~!$&'()+,;=:@".contains(&b)
 }
 
-/// `*` matches any run of bytes other than `/`.
-fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+/// The path without one trailing `/` (`/` itself stays).
+fn trim_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
+    }
+}
+
+fn fold_eq(a: u8, b: u8) -> bool {
+    a.eq_ignore_ascii_case(&b)
+}
+
+/// Whether `text` starts with `prefix`, ignoring ASCII case.
+fn starts_with_fold(text: &str, prefix: &str) -> bool {
+    text.as_bytes().get(..prefix.len()).is_some_and(|t| t.eq_ignore_ascii_case(prefix.as_bytes()))
+}
+
+/// `*` matches any run of bytes other than `/`; literal bytes compare with `eq`.
+fn glob_match(pattern: &[u8], text: &[u8], eq: impl Fn(u8, u8) -> bool) -> bool {
     // Iterative matcher with one backtrack point per star; O(n*m) worst case.
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -157,7 +242,7 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
         if p < pattern.len() && pattern[p] == b'*' {
             star = Some((p, t));
             p += 1;
-        } else if p < pattern.len() && pattern[p] == text[t] {
+        } else if p < pattern.len() && eq(pattern[p], text[t]) {
             p += 1;
             t += 1;
         } else if let Some((sp, st)) = star {
@@ -173,6 +258,44 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
         }
     }
     pattern[p..].iter().all(|&b| b == b'*')
+}
+
+/// `text` (which matches `pattern` ignoring case) with the pattern's literal bytes in the
+/// pattern's case. A table of which suffixes match, then one walk through it.
+fn glob_respell(pattern: &[u8], text: &[u8]) -> Option<Vec<u8>> {
+    let (n, m) = (pattern.len(), text.len());
+    // ok[i * (m + 1) + j]: pattern[i..] matches text[j..].
+    let mut ok = vec![false; (n + 1) * (m + 1)];
+    let at = |i: usize, j: usize| i * (m + 1) + j;
+    ok[at(n, m)] = true;
+    for i in (0..n).rev() {
+        for j in (0..=m).rev() {
+            ok[at(i, j)] = if pattern[i] == b'*' {
+                ok[at(i + 1, j)] || (j < m && text[j] != b'/' && ok[at(i, j + 1)])
+            } else {
+                j < m && fold_eq(pattern[i], text[j]) && ok[at(i + 1, j + 1)]
+            };
+        }
+    }
+    if !ok[at(0, 0)] {
+        return None;
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::with_capacity(m));
+    while i < n || j < m {
+        if i < n && pattern[i] == b'*' {
+            if ok[at(i + 1, j)] {
+                i += 1;
+            } else {
+                out.push(text[j]);
+                j += 1;
+            }
+        } else {
+            out.push(pattern[i]);
+            i += 1;
+            j += 1;
+        }
+    }
+    Some(out)
 }
 
 /// Whether two globs (with `*` = `[^/]*`) match a common string.
@@ -245,9 +368,12 @@ impl MatchKey {
         host_ok && self.path.matches(path)
     }
 
-    /// Whether the method is allowed.
+    /// Whether the method is allowed. HEAD is allowed where GET is: Express (and most
+    /// frameworks) run a GET handler for HEAD, so HEAD must be decided as GET would be.
     pub fn allows(&self, method: &http::Method) -> bool {
-        self.methods.as_ref().is_none_or(|ms| ms.contains(method))
+        self.methods.as_ref().is_none_or(|ms| {
+            ms.contains(method) || (method == http::Method::HEAD && ms.contains(&http::Method::GET))
+        })
     }
 }
 
@@ -268,6 +394,26 @@ mod tests {
         for bad in ["a", "", "/a//b", "/a/../b", "/a/**", "/a b", "/%2F"] {
             assert!(PathPattern::parse(bad).is_err(), "{bad}");
         }
+        assert!(p("/xrpc/").matches("/xrpc/com.example.getThing"));
+        assert!(p("/xrpc/*").matches("/xrpc/com.example.getThing"));
+    }
+
+    /// Patterns no canonical path can match are config errors, each saying why.
+    #[test]
+    fn never_matching_patterns_refused() {
+        let cases = [
+            ("/admin;jsessionid", "; path parameters"),
+            ("/admin./", "ending in ."),
+            ("/a/*/", "write \"/a/*\""),
+            ("/xrpc", "/xrpc is refused"),
+            ("/XRPC/health", "one NSID"),
+            ("/xrpc/com.example.getThing/", "write \"/xrpc/com.example.getThing\""),
+            ("/xrpc/com.example.*/x", "one NSID"),
+        ];
+        for (text, why) in cases {
+            let err = PathPattern::parse(text).unwrap_err();
+            assert!(err.contains("never matches") && err.contains(why), "{text}: {err}");
+        }
     }
 
     #[test]
@@ -286,10 +432,54 @@ mod tests {
     #[test]
     fn prefix_and_exact() {
         assert!(p("/api/").matches("/api/x/y"));
-        assert!(!p("/api/").matches("/api"));
         assert!(!p("/api/").matches("/apix/"));
+        assert!(!p("/api/").matches("/apix"));
         assert!(p("/api").matches("/api"));
-        assert!(!p("/api").matches("/api/"));
+        assert!(!p("/api").matches("/api/x"));
+        assert!(!p("/api").matches("/apix"));
+    }
+
+    /// Express ignores a trailing slash (non-strict routing, and `app.use('/api')` takes
+    /// `/api`): so do the patterns.
+    #[test]
+    fn trailing_slash_ignored() {
+        assert!(p("/api/").matches("/api"));
+        assert!(p("/api").matches("/api/"));
+        assert!(p("/xrpc/app.bsky.*").matches("/xrpc/app.bsky.x/"));
+        assert!(!p("/xrpc/app.bsky.*").matches("/xrpc/app.bsky.x/y"));
+        assert!(!p("/api").matches("/api//"));
+    }
+
+    /// Express matches case-insensitively by default: so do the patterns.
+    #[test]
+    fn ascii_case_ignored() {
+        assert!(p("/xrpc/com.example.getThing").matches("/XRPC/COM.EXAMPLE.GETTHING"));
+        assert!(p("/xrpc/com.example.*").matches("/Xrpc/Com.Example.GetThing"));
+        assert!(p("/Admin/").matches("/aDMIN/x"));
+        assert!(!p("/xrpc/com.example.getThing").matches("/xrpc/com.example.getThings"));
+    }
+
+    #[test]
+    fn forwarded_as_the_pattern_spells_it() {
+        let f = |pat: &str, path: &str| p(pat).forwarded(path).into_owned();
+        assert_eq!(f("/xrpc/com.example.getThing", "/XRPC/com.example.GETTHING"), "/xrpc/com.example.getThing");
+        assert_eq!(f("/api", "/api/"), "/api");
+        assert_eq!(f("/api/", "/API"), "/api/");
+        assert_eq!(f("/api/", "/API/X/y"), "/api/X/y");
+        assert_eq!(f("/xrpc/com.example.*", "/XRPC/COM.example.GetThing"), "/xrpc/com.example.GetThing");
+        assert_eq!(f("/a/*b*/c", "/A/xBBxb/C/"), "/a/xbBxb/c");
+        assert_eq!(f("/*.json", "/X.JSON"), "/X.json");
+        assert!(matches!(p("/api/").forwarded("/api/x"), Cow::Borrowed(_)));
+        assert!(matches!(p("/a/*").forwarded("/a/b"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn head_is_decided_as_get() {
+        let key = |ms: Vec<http::Method>| MatchKey { host: None, path: p("/a"), methods: Some(ms) };
+        assert!(key(vec![http::Method::GET]).allows(&http::Method::HEAD));
+        assert!(key(vec![http::Method::HEAD]).allows(&http::Method::HEAD));
+        assert!(!key(vec![http::Method::HEAD]).allows(&http::Method::GET));
+        assert!(!key(vec![http::Method::POST]).allows(&http::Method::HEAD));
     }
 
     #[test]
