@@ -54,6 +54,8 @@ pub struct Route {
     pub rate_limits: Vec<Arc<crate::ratelimit::Limiter>>,
     /// Send a signed identity assertion.
     pub assertion: bool,
+    /// Protocols an `Upgrade` may switch to (lower case).
+    pub upgrades: Vec<String>,
 }
 
 impl Route {
@@ -81,6 +83,7 @@ impl Route {
             identity,
             rate_limits: crate::ratelimit::limiters(&config.rate_limits, old),
             assertion: config.assertion,
+            upgrades: config.upgrades.clone(),
         }
     }
 
