@@ -576,3 +576,20 @@ async fn upgrades_only_to_protocols_the_route_allows() {
     let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/nows/feed")).await;
     assert!(refused.is_err(), "upgrade on a route without upgrades");
 }
+
+#[tokio::test]
+async fn a_switch_to_a_protocol_the_route_does_not_allow_is_502() {
+    // An upstream that answers every upgrade by switching to h2c.
+    let up = serve(|_req| async {
+        let mut res = http::Response::new(body::empty());
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        res.headers_mut().insert("connection", "upgrade".parse().unwrap());
+        res.headers_mut().insert("upgrade", "h2c".parse().unwrap());
+        res
+    })
+    .await;
+    let gw = gateway_to(up).await;
+    let req = get(format!("http://{}/ws", gw.addrs()[0]), &[("connection", "upgrade"), ("upgrade", "websocket")]);
+    let (res, _) = send(&client(), req).await;
+    assert_eq!(res.status, StatusCode::BAD_GATEWAY);
+}
