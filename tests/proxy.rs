@@ -380,3 +380,216 @@ async fn methods_and_bodies_pass_unchanged() {
         assert_eq!(seen["body_bytes"], 5);
     }
 }
+
+// === Headers atgate sets cannot be removed or faked (issue 15 §3) ===
+
+const AUD: &str = "did:web:gateway.test";
+const DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+
+/// A dev authorization server, a DPoP route `/xrpc/` to the echo upstream behind
+/// atgate (trusted_proxies: 127.0.0.1, no public_url) and a proof key.
+struct DpopSetup {
+    gw: Gateway,
+    issuer: atgate::tools::dev_issuer::DevIssuer,
+    key: atgate::jose::sign::SigningKey,
+}
+
+impl DpopSetup {
+    async fn start() -> DpopSetup {
+        let issuer = atgate::tools::dev_issuer::DevIssuer::spawn(loopback()).await.unwrap();
+        let top = format!(
+            "trusted_proxies: [127.0.0.1]\noutbound: {{ allow_private_addresses: true, allow_http: true }}\nissuers:\n  - issuer: {}\n    discovery: true\n    audiences: [{AUD}]\n",
+            issuer.issuer()
+        );
+        let routes = "  - { name: api, match: { path: /xrpc/ }, upstream: up, auth: dpop }\n";
+        let gw = Gateway::start(config_with(&top, &[("up", echo_upstream().await)], routes)).await.unwrap();
+        DpopSetup { gw, issuer, key: atgate::jose::sign::SigningKey::generate() }
+    }
+
+    /// A DPoP GET of `path` (proof for `htu_origin` + `path`, nonce retry included) with
+    /// extra headers.
+    async fn get(&self, htu_origin: &str, path: &str, headers: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+        let token = self.issuer.mint(DID, &self.key.thumbprint(), "atproto", AUD, Duration::from_secs(600));
+        let signer = atgate::tools::DpopSigner {
+            key: atgate::jose::sign::SigningKey::from_jwk(&self.key.private_jwk()).unwrap(),
+        };
+        let url = format!("http://{}{path}", self.gw.addrs()[0]);
+        let htu = format!("{htu_origin}{path}");
+        let mut nonce: Option<String> = None;
+        for _ in 0..2 {
+            let proof = signer.proof("GET", &htu, Some(&token), nonce.as_deref(), atgate::auth::now_ms() / 1000);
+            let mut all = vec![("authorization", format!("DPoP {token}")), ("dpop", proof)];
+            all.extend(headers.iter().map(|(k, v)| (*k, (*v).to_owned())));
+            let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (res, body) = send(&client(), get(url.clone(), &all)).await;
+            match atgate::tools::curl::asks_for_nonce(res.status, &res.headers) {
+                Some(n) if nonce.is_none() => nonce = Some(n),
+                _ => {
+                    let seen = if res.status == StatusCode::OK { json(&body) } else { serde_json::Value::Null };
+                    return (res.status, seen);
+                }
+            }
+        }
+        unreachable!("a second nonce challenge")
+    }
+}
+
+#[tokio::test]
+async fn connection_cannot_remove_injected_identity_headers() {
+    let s = DpopSetup::start().await;
+    let origin = format!("http://{}", s.gw.addrs()[0]);
+    let named = [("connection", "keep-alive, x-atproto-did, X-Atproto-Scope, x-atproto-auth, x-atproto-jkt")];
+    let (status, seen) = s.get(&origin, "/xrpc/com.example.get", &named).await;
+    assert_eq!(status, StatusCode::OK);
+    let h = &seen["headers"];
+    assert_eq!(h["x-atproto-did"], DID, "{h}");
+    assert_eq!(h["x-atproto-scope"], "atproto", "{h}");
+    assert_eq!(h["x-atproto-auth"], "oauth", "{h}");
+    assert!(h["x-atproto-jkt"].is_string(), "{h}");
+    assert!(h["connection"].is_null() || h["connection"] == "keep-alive", "{h}");
+}
+
+#[tokio::test]
+async fn forwarded_host_is_the_nearest_trusted_proxys_value() {
+    let s = DpopSetup::start().await;
+    let gw_host = s.gw.addrs()[0].to_string();
+    let path = "/xrpc/com.example.get";
+    // The client put its own choice first; the trusted proxy appended the host it served.
+    let client_first = format!("evil.example, {gw_host}");
+    let (status, seen) = s.get(&format!("http://{gw_host}"), path, &[("x-forwarded-host", &client_first)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(seen["headers"]["x-forwarded-host"], gw_host);
+    // A proof for the client's choice is not one for this gateway.
+    let (status, _) = s.get("http://evil.example", path, &[("x-forwarded-host", &client_first)]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Also when the proxy added a second line instead of appending, and for the scheme.
+    let lines = [
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-host", "gw.example.com"),
+        ("x-forwarded-proto", "http, https"),
+    ];
+    let (status, _) = s.get("https://gw.example.com", path, &lines).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn own_cookies_never_reach_upstreams() {
+    let up = echo_upstream().await;
+    let top =
+        "public_url: https://gw.example.com\noauth_client: { client_name: App, scope: atproto, cookie_name: sess }";
+    let routes = "  - { name: all, match: { path: / }, upstream: up, auth: none }\n";
+    let gw = Gateway::start(config_with(top, &[("up", up)], routes)).await.unwrap();
+    let url = format!("http://{}/page", gw.addrs()[0]);
+    let cookie = "a=1; sess=forged.sig; sess_flow=f; __Host-sess=h; __Secure-sess_flow=s; __host-sess=x; b=2; SESS=other; session=kept";
+    let (_, body) = send(&client(), get(url.clone(), &[("cookie", cookie)])).await;
+    assert_eq!(json(&body)["headers"]["cookie"], "a=1; b=2; SESS=other; session=kept");
+
+    // h2 may split cookies over several `cookie` fields; the HTTP/1.1 upstream gets one.
+    let split = [("cookie", "a=1"), ("cookie", "sess=forged.sig"), ("cookie", "b=2; __Host-sess_flow=f")];
+    let (_, body) = send(&h2c_client(), get(url.clone(), &split)).await;
+    assert_eq!(json(&body)["headers"]["cookie"], "a=1; b=2");
+
+    // Only atgate's cookies: no Cookie header at all.
+    let (_, body) = send(&client(), get(url, &[("cookie", "sess=x; sess_flow=y")])).await;
+    assert!(json(&body)["headers"]["cookie"].is_null());
+}
+
+#[tokio::test]
+async fn proxy_trust_headers_pass_only_from_trusted_proxies() {
+    let up = echo_upstream().await;
+    let trust_headers = [
+        ("x-real-ip", "6.6.6.6"),
+        ("true-client-ip", "6.6.6.6"),
+        ("x-client-ip", "6.6.6.6"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-forwarded-port", "443"),
+        ("x-forwarded-prefix", "/admin"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-normal", "kept"),
+    ];
+    let routes = "  - { name: all, match: { path: / }, upstream: up, auth: none }\n";
+    let untrusted = Gateway::start(config_with("", &[("up", up)], routes)).await.unwrap();
+    let (_, body) = send(&client(), get(format!("http://{}/x", untrusted.addrs()[0]), &trust_headers)).await;
+    let h = &json(&body)["headers"];
+    for (name, _) in &trust_headers[..8] {
+        assert!(h[*name].is_null(), "{name} passed from an untrusted peer: {h}");
+    }
+    assert_eq!(h["x-normal"], "kept");
+
+    // From a trusted proxy they pass.
+    let trusted = Gateway::start(config_with("trusted_proxies: [127.0.0.1]", &[("up", up)], routes)).await.unwrap();
+    let (_, body) = send(&client(), get(format!("http://{}/x", trusted.addrs()[0]), &trust_headers)).await;
+    let h = &json(&body)["headers"];
+    for (name, value) in &trust_headers {
+        assert_eq!(h[*name], *value, "{name} from a trusted proxy: {h}");
+    }
+
+    // The list is configurable.
+    let custom = "trusted_proxy_headers: [x-custom-client, X-Real-IP]";
+    let gw = Gateway::start(config_with(custom, &[("up", up)], routes)).await.unwrap();
+    let sent = [("x-custom-client", "1"), ("x-real-ip", "6.6.6.6"), ("x-forwarded-port", "443")];
+    let (_, body) = send(&client(), get(format!("http://{}/x", gw.addrs()[0]), &sent)).await;
+    let h = &json(&body)["headers"];
+    assert!(h["x-custom-client"].is_null() && h["x-real-ip"].is_null(), "{h}");
+    assert_eq!(h["x-forwarded-port"], "443");
+}
+
+#[tokio::test]
+async fn upgrades_only_to_protocols_the_route_allows() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let echo = echo_upstream().await;
+    let ws = websocket_upstream().await;
+    let routes = "  - { name: ws, match: { path: /ws/ }, upstream: ws, auth: none }
+  - { name: nows, match: { path: /nows/ }, upstream: ws, auth: none, upgrades: [] }
+  - { name: all, match: { path: / }, upstream: echo, auth: none }
+";
+    let gw = Gateway::start(config_with("", &[("echo", echo), ("ws", ws)], routes)).await.unwrap();
+    let addr = gw.addrs()[0];
+
+    // h2c never reaches an upstream: the request is served as plain HTTP/1.1.
+    for upgrade in ["h2c", "H2C", "h2c, foo/1"] {
+        let req = get(
+            format!("http://{addr}/x"),
+            &[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", upgrade),
+                ("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+            ],
+        );
+        let (res, body) = send(&client(), req).await;
+        assert_eq!(res.status, StatusCode::OK, "{upgrade}");
+        let h = &json(&body)["headers"];
+        assert!(h["upgrade"].is_null() && h["http2-settings"].is_null(), "{upgrade}: {h}");
+        assert!(h["connection"].is_null() || h["connection"] == "keep-alive", "{upgrade}: {h}");
+    }
+
+    // WebSocket is allowed by default.
+    let (mut socket, res) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/feed")).await.expect("websocket upgrade");
+    assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
+    socket.send(Message::text("ping")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "ping");
+
+    // A route with `upgrades: []` tunnels nothing.
+    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/nows/feed")).await;
+    assert!(refused.is_err(), "upgrade on a route without upgrades");
+}
+
+#[tokio::test]
+async fn a_switch_to_a_protocol_the_route_does_not_allow_is_502() {
+    // An upstream that answers every upgrade by switching to h2c.
+    let up = serve(|_req| async {
+        let mut res = http::Response::new(body::empty());
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        res.headers_mut().insert("connection", "upgrade".parse().unwrap());
+        res.headers_mut().insert("upgrade", "h2c".parse().unwrap());
+        res
+    })
+    .await;
+    let gw = gateway_to(up).await;
+    let req = get(format!("http://{}/ws", gw.addrs()[0]), &[("connection", "upgrade"), ("upgrade", "websocket")]);
+    let (res, _) = send(&client(), req).await;
+    assert_eq!(res.status, StatusCode::BAD_GATEWAY);
+}

@@ -25,6 +25,19 @@ pub use service::is_nsid;
 
 use crate::router::pattern::MatchKey;
 
+/// Proxy-trust headers besides `X-Forwarded-For/-Proto/-Host` and `Forwarded` (which
+/// atgate always replaces): upstream frameworks read them as the client's address or the
+/// URL it asked for, so only a trusted proxy may send them.
+pub const DEFAULT_TRUSTED_PROXY_HEADERS: [&str; 7] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
+
 /// The example configuration shipped in the repository, also used by tests.
 pub const EXAMPLE: &str = include_str!("../../config/atgate.yaml");
 
@@ -39,6 +52,9 @@ pub struct Config {
     pub public_url: Option<url::Url>,
     /// Peers whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Headers only a trusted proxy may set: removed from requests whose peer is not in
+    /// `trusted_proxies`. Default [`DEFAULT_TRUSTED_PROXY_HEADERS`].
+    pub trusted_proxy_headers: Vec<http::HeaderName>,
     /// TLS for the public listeners.
     pub tls: Option<TlsFiles>,
     /// Resource limits.
@@ -754,6 +770,9 @@ pub struct RouteConfig {
     pub rate_limits: Vec<RateLimit>,
     /// Send a signed identity assertion (`assertion.header`). Default false.
     pub assertion: bool,
+    /// Protocols an HTTP/1.1 `Upgrade` may switch to (lower case). Default `[websocket]`;
+    /// never `h2c`.
+    pub upgrades: Vec<String>,
 }
 
 /// What a rate limit counts requests by.

@@ -74,6 +74,7 @@ pub(super) struct RawConfig {
     pub(super) public_url: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) trusted_proxies: Vec<Spanned<String>>,
+    pub(super) trusted_proxy_headers: Option<Vec<Spanned<String>>>,
     pub(super) tls: Option<RawTls>,
     #[serde(default)]
     pub(super) limits: RawLimits,
@@ -379,6 +380,7 @@ pub(super) struct RawRoute {
     pub(super) rate_limits: Vec<Spanned<RawRateLimit>>,
     #[serde(default)]
     pub(super) assertion: Option<Spanned<bool>>,
+    pub(super) upgrades: Option<Vec<Spanned<String>>>,
 }
 
 /// `routes[i].rate_limits[j]:`.

@@ -187,6 +187,7 @@ impl Validator<'_> {
             .enumerate()
             .filter_map(|(i, c)| self.check(c, format!("trusted_proxies[{i}]"), |s| cidr(s)))
             .collect();
+        let trusted_proxy_headers = self.trusted_proxy_headers(raw.trusted_proxy_headers.as_deref());
         let tls = raw
             .tls
             .as_ref()
@@ -343,6 +344,7 @@ impl Validator<'_> {
             admin_listen,
             public_url,
             trusted_proxies,
+            trusted_proxy_headers,
             tls,
             limits,
             via: raw.via,
@@ -535,6 +537,7 @@ impl Validator<'_> {
             Some(a) => a.value,
             None => false,
         };
+        let upgrades = self.upgrades(raw.upgrades.as_deref(), field);
         let path = path?;
         let rewrite = self.rewrite(raw, field, &path);
         Some(RouteConfig {
@@ -552,7 +555,47 @@ impl Validator<'_> {
             rewrite: rewrite.ok()?,
             rate_limits,
             assertion,
+            upgrades,
         })
+    }
+
+    /// `trusted_proxy_headers`: header names, replacing the default list when given.
+    fn trusted_proxy_headers(&mut self, raw: Option<&[Spanned<String>]>) -> Vec<http::HeaderName> {
+        let Some(list) = raw else {
+            return super::DEFAULT_TRUSTED_PROXY_HEADERS.iter().map(|n| http::HeaderName::from_static(n)).collect();
+        };
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                self.check(n, format!("trusted_proxy_headers[{i}]"), |s| {
+                    http::HeaderName::from_bytes(s.as_bytes()).map_err(|_| format!("invalid header name {s:?}"))
+                })
+            })
+            .collect()
+    }
+
+    /// `routes[i].upgrades`: protocol names (RFC 9110 §7.8 tokens, compared in lower case).
+    fn upgrades(&mut self, raw: Option<&[Spanned<String>]>, field: &str) -> Vec<String> {
+        let Some(list) = raw else {
+            return vec!["websocket".to_owned()];
+        };
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                self.check(p, format!("{field}.upgrades[{i}]"), |s| {
+                    let lower = s.to_ascii_lowercase();
+                    if lower == "h2c" {
+                        // atgate speaks HTTP/1.1 to upstreams and serves h2 itself; an h2c
+                        // tunnel would carry requests no stage has seen.
+                        Err("h2c is never tunnelled (atgate serves HTTP/2 itself and speaks HTTP/1.1 to upstreams): remove it".to_owned())
+                    } else if lower.is_empty() || !lower.bytes().all(is_tchar) {
+                        Err(format!("invalid protocol {s:?} (expected a name such as websocket)"))
+                    } else {
+                        Ok(lower)
+                    }
+                })
+            })
+            .collect()
     }
 
     fn rewrite(&mut self, raw: &RawRoute, field: &str, path: &PathPattern) -> Result<Option<Rewrite>, ()> {
@@ -589,6 +632,11 @@ impl Validator<'_> {
                 .ok_or(()),
         }
     }
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn socket_addr(s: &str) -> Result<SocketAddr, String> {

@@ -1,9 +1,10 @@
 //! The innermost service: sends the request to the route's upstream and streams the
 //! answer back.
 //!
-//! Reads `Arc<Route>`, `NormalPath`, `NormalHost`, `ClientInfo` and `ConnInfo` from the request
-//! extensions. Bodies stream both ways without buffering; an `Upgrade` (WebSocket) that
-//! the upstream accepts with 101 becomes a byte tunnel.
+//! Reads `Arc<Route>`, `NormalPath`, `NormalHost`, `ClientInfo`, `ConnInfo` and
+//! `UpgradeRequest` from the request extensions. Bodies stream both ways without buffering;
+//! an `Upgrade` to a protocol the route allows (`upgrades`, default WebSocket) that the
+//! upstream accepts with 101 becomes a byte tunnel. atgate's own cookies never go upstream.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 
 use super::forwarded::ClientInfo;
-use super::headers::remove_hop_by_hop;
+use super::headers::{UpgradeRequest, allowed_upgrade, remove_hop_by_hop, strip_own_cookies};
 use super::{ProxyError, upgrade};
 use crate::body::{self, Body, HttpFuture};
 use crate::respond::reject;
@@ -49,21 +50,10 @@ impl tower::Service<Request<Body>> for Forward {
     }
 }
 
-/// Whether a request asks for an HTTP/1.1 protocol upgrade (RFC 9110 §7.8).
-fn wants_upgrade(req: &Request<Body>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
-}
-
 async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Body>, ProxyError> {
     let route = req.extensions_mut().remove::<Arc<Route>>().ok_or(ProxyError::BadRequest)?;
-    let via = shared.runtime_of(req.extensions()).config.via;
+    let runtime = shared.runtime_of(req.extensions());
+    let via = runtime.config.via;
     let upstream = &route.upstream;
     let path = req.extensions_mut().remove::<NormalPath>().map(|p| p.0);
     let path = path.as_deref().unwrap_or(req.uri().path());
@@ -86,14 +76,19 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
         .build()
         .map_err(|_| ProxyError::BadRequest)?;
 
-    let upgrade = wants_upgrade(&req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // Hop-by-hop headers went at ingress; an upgrade the route allows is asked for again.
+    let upgrade = req.extensions_mut().remove::<UpgradeRequest>().and_then(|u| allowed_upgrade(&u.0, &route.upgrades));
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let client = req.extensions_mut().remove::<ClientInfo>();
     let conn = req.extensions().get::<super::forwarded::ConnInfo>().copied();
     let own_authorization = req.extensions_mut().remove::<super::headers::UpstreamAuthorization>();
 
     let headers = req.headers_mut();
-    remove_hop_by_hop(headers, upgrade);
+    if let Some(protocols) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocols);
+    }
+    strip_own_cookies(headers, runtime.config.oauth_client.as_ref().map(|o| o.cookie_name.as_str()));
     if !route.forward_credentials {
         headers.remove(header::AUTHORIZATION);
         headers.remove("dpop");
@@ -134,10 +129,13 @@ async fn forward(shared: &Shared, mut req: Request<Body>) -> Result<Response<Bod
 
     let switching = res.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
-        match client_upgrade {
-            Some(client_upgrade) => upgrade::tunnel(client_upgrade, hyper::upgrade::on(&mut res)),
-            // 101 to a request that did not ask for it is a protocol violation.
-            None => return Err(ProxyError::Protocol),
+        // RFC 9110 §15.2.2: a 101 names the protocol switched to, one the request offered;
+        // a 101 to a request that did not ask for it, or to another protocol, is a
+        // protocol violation.
+        let chosen = res.headers().get(header::UPGRADE).and_then(|p| allowed_upgrade(p, &route.upgrades));
+        match (client_upgrade, chosen) {
+            (Some(client_upgrade), Some(_)) => upgrade::tunnel(client_upgrade, hyper::upgrade::on(&mut res)),
+            _ => return Err(ProxyError::Protocol),
         }
     }
     remove_hop_by_hop(res.headers_mut(), switching);

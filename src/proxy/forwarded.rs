@@ -1,7 +1,11 @@
 //! Who the client is: the connection peer, or what trusted proxies in front of atgate say.
 //!
 //! `X-Forwarded-For/-Proto/-Host` are believed only from peers in `trusted_proxies`;
-//! from anyone else they are replaced when forwarding.
+//! from anyone else they are replaced when forwarding, and the other proxy-trust headers
+//! (`trusted_proxy_headers`: `X-Real-IP`, `X-Original-URL`, ...) are removed at ingress.
+//! Behind trusted proxies, `X-Forwarded-Proto/-Host` are the value the nearest proxy set
+//! (the last one), as `X-Forwarded-For` is walked from the right: the leftmost values are
+//! whatever the client sent the first proxy.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -74,20 +78,30 @@ pub fn client_info(conn: &ConnInfo, uri: &http::Uri, headers: &HeaderMap, truste
             }
         }
     }
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let proto = match first("x-forwarded-proto").as_deref() {
+    let proto = match nearest(headers, "x-forwarded-proto") {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",
         Some(p) if p.eq_ignore_ascii_case("http") => "http",
         _ => own_proto,
     };
-    ClientInfo { ip, proto, host: first("x-forwarded-host").or_else(own_host), peer_trusted: true }
+    let host = nearest(headers, "x-forwarded-host").map(str::to_owned).or_else(own_host);
+    ClientInfo { ip, proto, host, peer_trusted: true }
+}
+
+/// The value the nearest proxy set for a list header: the last element of its last line.
+/// A proxy either replaces the header or appends to it; either way its own value is last,
+/// and what comes before it is what the client sent (the same walk as `X-Forwarded-For`).
+fn nearest<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let last = headers.get_all(name).iter().next_back()?.to_str().ok()?;
+    last.rsplit(',').next().map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// Removes the proxy-trust headers `names` (`trusted_proxy_headers`) from a request whose
+/// peer is not a trusted proxy: upstreams read them as the client's address or the URL it
+/// asked for, which only a trusted proxy may say.
+pub fn strip_untrusted(headers: &mut HeaderMap, names: &[http::HeaderName]) {
+    for name in names {
+        headers.remove(name);
+    }
 }
 
 #[cfg(test)]
@@ -139,5 +153,31 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let info = client_info(&conn("10.0.0.1:1"), &"/".parse().unwrap(), &h, &trusted);
         assert_eq!(info.ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn forwarded_host_and_proto_are_the_nearest_hops() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = headers(&[
+            ("x-forwarded-host", "evil.example, also-client.example"),
+            ("x-forwarded-host", "evil2.example,gw.example.com"),
+            ("x-forwarded-proto", "http,https"),
+        ]);
+        let info = client_info(&conn("10.0.0.1:1"), &"/".parse().unwrap(), &h, &trusted);
+        assert_eq!(info.host.as_deref(), Some("gw.example.com"));
+        assert_eq!(info.proto, "https");
+        // An empty last element is not a value: the peer's own view is used.
+        let h = headers(&[("x-forwarded-host", "evil.example,"), ("host", "own.example")]);
+        let info = client_info(&conn("10.0.0.1:1"), &"/".parse().unwrap(), &h, &trusted);
+        assert_eq!(info.host.as_deref(), Some("own.example"));
+    }
+
+    #[test]
+    fn untrusted_proxy_headers_are_removed() {
+        let mut h = headers(&[("x-real-ip", "6.6.6.6"), ("X-Original-URL", "/admin"), ("x-kept", "1")]);
+        let names: Vec<http::HeaderName> =
+            crate::config::DEFAULT_TRUSTED_PROXY_HEADERS.iter().map(|n| http::HeaderName::from_static(n)).collect();
+        strip_untrusted(&mut h, &names);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
     }
 }

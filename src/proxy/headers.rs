@@ -1,8 +1,13 @@
-//! Header hygiene: identity headers stripped at ingress, hop-by-hop headers removed in
-//! both directions, and identity headers injected from the authenticated principal.
+//! Header hygiene: identity headers, hop-by-hop headers and (from untrusted peers)
+//! proxy-trust headers stripped at ingress; identity headers injected from the
+//! authenticated principal; atgate's own cookies taken out before forwarding.
+//!
+//! Order matters: everything a client can use to delete or fake a header goes at ingress,
+//! before routing, so that what injection writes is exactly what the upstream receives.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Request, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Version, header};
 
+use super::forwarded::ClientInfo;
 use crate::auth::{Principal, VerifiedHandle};
 use crate::body::Body;
 
@@ -35,10 +40,18 @@ impl std::fmt::Debug for AppPasswordHeaders {
     }
 }
 
-/// Removes every identity header a client sent (keeping the app-password headers' values
-/// in an [`AppPasswordHeaders`] extension for the auth stage). Runs on every request,
-/// before routing.
+/// Ingress header hygiene, on every request before routing: removes hop-by-hop headers
+/// (keeping a requested `Upgrade` as an [`UpgradeRequest`] extension), proxy-trust headers
+/// from peers outside `trusted_proxies`, and every identity header a client sent (keeping
+/// the app-password headers' values in an [`AppPasswordHeaders`] extension for the auth
+/// stage).
 pub struct Strip;
+
+/// The protocols an HTTP/1.1 client asked to switch to (its `Upgrade` value, sent with
+/// `Connection: upgrade`), taken out of the headers at ingress; the forwarder sends on
+/// the ones the route allows.
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest(pub HeaderValue);
 
 /// Removes every identity header (any spelling) from `headers`; returns the values of the
 /// app-password headers `names` (handle, password) when either was sent.
@@ -61,8 +74,16 @@ impl crate::layers::Stage for Strip {
         mut req: Request<Body>,
         mut next: S,
     ) -> crate::body::HttpFuture {
+        let version = req.version();
+        if let Some(upgrade) = strip_hop_by_hop(req.headers_mut(), version) {
+            req.extensions_mut().insert(UpgradeRequest(upgrade));
+        }
+        let runtime = shared.runtime_of(req.extensions());
+        let peer_trusted = req.extensions().get::<ClientInfo>().is_some_and(|c| c.peer_trusted);
+        if !peer_trusted {
+            super::forwarded::strip_untrusted(req.headers_mut(), &runtime.config.trusted_proxy_headers);
+        }
         if req.headers().keys().any(|k| is_identity_header(k.as_str())) {
-            let runtime = shared.runtime_of(req.extensions());
             let a = &runtime.config.app_password;
             if let Some(credentials) = strip_identity(req.headers_mut(), (&a.handle_header, &a.password_header)) {
                 req.extensions_mut().insert(credentials);
@@ -115,6 +136,7 @@ pub fn inject_identity(mut req: Request<Body>) -> Request<Body> {
 }
 
 /// RFC 9110 §7.6.1 connection-specific headers, plus the legacy ones proxies also drop.
+/// `Upgrade` is handled apart (it survives on an upgrade).
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -126,8 +148,62 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Removes hop-by-hop headers, including every header named in `Connection`. With
-/// `upgrade`, the `Upgrade` header survives and `Connection: upgrade` is set again.
+/// Removes hop-by-hop headers from a client's request: the standard ones and every header
+/// named in `Connection` (RFC 9110 §7.6.1). Runs at ingress, before injection, so that
+/// `Connection` can only name headers the client sent itself. Returns the `Upgrade` value
+/// when an HTTP/1.1 request asks to switch protocols (`Connection: upgrade`, RFC 9110
+/// §7.8); `Upgrade` is removed from the headers either way.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, version: Version) -> Option<HeaderValue> {
+    let mut upgrade = false;
+    // One `Connection` line is the common case: take it out without collecting.
+    let mut lines = headers.get_all(header::CONNECTION).iter();
+    match (lines.next().is_some(), lines.next().is_some()) {
+        (false, _) => {}
+        (true, false) => {
+            if let Some(value) = headers.remove(header::CONNECTION) {
+                upgrade |= remove_named(headers, &value);
+            }
+        }
+        (true, true) => {
+            let values: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+            headers.remove(header::CONNECTION);
+            for value in &values {
+                upgrade |= remove_named(headers, value);
+            }
+        }
+    }
+    remove_fixed_hop_by_hop(headers);
+    let offered = headers.remove(header::UPGRADE)?;
+    (upgrade && version == Version::HTTP_11).then_some(offered)
+}
+
+/// Removes the headers one `Connection` value names; returns whether it has the
+/// `upgrade` option. `Host` is never removed: it is end to end, and routing reads it.
+fn remove_named(headers: &mut HeaderMap, connection: &HeaderValue) -> bool {
+    let mut upgrade = false;
+    for option in connection.as_bytes().split(|&b| b == b',') {
+        let option = option.trim_ascii();
+        if option.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        } else if let Ok(name) = std::str::from_utf8(option)
+            && !name.eq_ignore_ascii_case("host")
+        {
+            // A `&str` key is matched case-insensitively without allocating.
+            headers.remove(name);
+        }
+    }
+    upgrade
+}
+
+fn remove_fixed_hop_by_hop(headers: &mut HeaderMap) {
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes hop-by-hop headers from an upstream's response, including every header named in
+/// `Connection`. With `upgrade` (a 101), `Upgrade` survives and `Connection: upgrade` is
+/// set again.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -146,6 +222,81 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(header::UPGRADE);
+    }
+}
+
+/// The protocols of a client's `Upgrade` value that the route allows (`allowed` is lower
+/// case; protocol names compare case-insensitively, a `/version` is kept), or `None` when
+/// none is. The value is reused when every protocol is allowed.
+pub fn allowed_upgrade(offered: &HeaderValue, allowed: &[String]) -> Option<HeaderValue> {
+    let text = offered.to_str().ok()?;
+    let is_allowed = |p: &&str| {
+        let name = p.split('/').next().unwrap_or(p);
+        allowed.iter().any(|a| a.eq_ignore_ascii_case(name))
+    };
+    let protocols = || text.split(',').map(str::trim).filter(|p| !p.is_empty());
+    if protocols().all(|p| is_allowed(&p)) {
+        return protocols().next().is_some().then(|| offered.clone());
+    }
+    let kept: Vec<&str> = protocols().filter(is_allowed).collect();
+    if kept.is_empty() { None } else { HeaderValue::from_str(&kept.join(", ")).ok() }
+}
+
+/// Whether a cookie name is one of atgate's own: the session cookie `session` or its
+/// sign-in flow cookie (`<session>_flow`), also under a `__Host-` or `__Secure-` prefix
+/// (RFC 6265bis §4.1.3, matched case-insensitively as browsers do).
+fn is_own_cookie(name: &str, session: &str) -> bool {
+    let name = without_cookie_prefix(name);
+    let session = without_cookie_prefix(session);
+    name.strip_prefix(session).is_some_and(|rest| rest.is_empty() || rest == "_flow")
+}
+
+fn without_cookie_prefix(name: &str) -> &str {
+    for prefix in ["__Host-", "__Secure-"] {
+        if name.len() > prefix.len()
+            && name.is_char_boundary(prefix.len())
+            && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+        {
+            return &name[prefix.len()..];
+        }
+    }
+    name
+}
+
+/// Removes atgate's own cookies (see [`is_own_cookie`]; `session` is the configured session
+/// cookie name, `None` without `oauth_client`) from the `Cookie` headers of a request about
+/// to go upstream, keeping the client's other cookies in one `Cookie` header (RFC 9113
+/// §8.2.3: h2 may split them over several fields, which must be joined for HTTP/1.1).
+/// A single header without an own cookie is left as it is, without allocating.
+pub fn strip_own_cookies(headers: &mut HeaderMap, session: Option<&str>) {
+    let own = |pair: &[u8]| {
+        let name = pair.split(|&b| b == b'=').next().unwrap_or(pair).trim_ascii();
+        session.is_some_and(|s| std::str::from_utf8(name).is_ok_and(|n| is_own_cookie(n, s)))
+    };
+    let mut lines = headers.get_all(header::COOKIE).iter();
+    let several = lines.next().is_some() && lines.next().is_some();
+    let found = session.is_some()
+        && headers.get_all(header::COOKIE).iter().any(|v| v.as_bytes().split(|&b| b == b';').any(own));
+    if !found && !several {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for value in headers.get_all(header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';').map(<[u8]>::trim_ascii) {
+            if pair.is_empty() || own(pair) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+    }
+    headers.remove(header::COOKIE);
+    if let Ok(v) = HeaderValue::from_bytes(&kept)
+        && !kept.is_empty()
+    {
+        headers.insert(header::COOKIE, v);
     }
 }
 
@@ -197,5 +348,90 @@ mod tests {
         h.insert("x-kept", "1".parse().unwrap());
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), vec!["x-kept"]);
+    }
+
+    fn map(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn ingress_strip_removes_connection_named_and_keeps_the_upgrade() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", " Upgrade ,host"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("host", "a.example"),
+            ("x-kept", "1"),
+        ]);
+        let upgrade = strip_hop_by_hop(&mut h, Version::HTTP_11);
+        assert_eq!(upgrade.as_ref().map(|v| v.as_bytes()), Some(&b"websocket"[..]));
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-kept"]);
+        // Idempotent: a second pass finds nothing to take.
+        let before = h.clone();
+        assert!(strip_hop_by_hop(&mut h, Version::HTTP_11).is_none());
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn upgrade_needs_the_connection_option_and_http_1_1() {
+        let mut h = map(&[("upgrade", "websocket")]);
+        assert!(strip_hop_by_hop(&mut h, Version::HTTP_11).is_none());
+        assert!(h.is_empty());
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "websocket")]);
+        assert!(strip_hop_by_hop(&mut h, Version::HTTP_10).is_none());
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn only_allowed_upgrade_protocols() {
+        let ws = ["websocket".to_owned()];
+        let offer = |v: &'static str| HeaderValue::from_static(v);
+        assert_eq!(allowed_upgrade(&offer("WebSocket"), &ws), Some(offer("WebSocket")));
+        assert_eq!(allowed_upgrade(&offer("h2c, websocket/13"), &ws), Some(offer("websocket/13")));
+        for refused in ["h2c", "H2C", "HTTP/2.0", "", " , ", "websocketx"] {
+            assert_eq!(allowed_upgrade(&offer(refused), &ws), None, "{refused}");
+        }
+        assert_eq!(allowed_upgrade(&offer("websocket"), &[]), None);
+    }
+
+    #[test]
+    fn own_cookies_removed_others_kept_in_one_header() {
+        let mut h = map(&[
+            ("cookie", "a=1; atgate_session=s.sig;b=2"),
+            ("cookie", "__Host-atgate_session=x; __secure-atgate_session_flow=y; atgate_session_flowx=k"),
+            ("cookie", "Atgate_session=k; atgate_session2=k"),
+        ]);
+        strip_own_cookies(&mut h, Some("atgate_session"));
+        let all: Vec<&str> = h.get_all("cookie").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(all, ["a=1; b=2; atgate_session_flowx=k; Atgate_session=k; atgate_session2=k"]);
+
+        // A configured `__Host-` name covers the bare and other-prefixed spellings too.
+        let mut h = map(&[("cookie", "atgate_session=1; __Secure-atgate_session=2; c=3")]);
+        strip_own_cookies(&mut h, Some("__Host-atgate_session"));
+        assert_eq!(h["cookie"], "c=3");
+
+        // Nothing of atgate's, one header: left as it was (no rebuild).
+        let mut h = map(&[("cookie", "a=1;b=2")]);
+        strip_own_cookies(&mut h, Some("atgate_session"));
+        assert_eq!(h["cookie"], "a=1;b=2");
+
+        let mut h = map(&[("cookie", "atgate_session=1"), ("cookie", "atgate_session_flow=2")]);
+        strip_own_cookies(&mut h, Some("atgate_session"));
+        assert!(!h.contains_key("cookie"));
+
+        // Without an oauth_client nothing is atgate's, but split cookies are still joined.
+        let mut h = map(&[("cookie", "atgate_session=1"), ("cookie", "b=2")]);
+        strip_own_cookies(&mut h, None);
+        assert_eq!(h.get_all("cookie").iter().collect::<Vec<_>>(), ["atgate_session=1; b=2"]);
     }
 }

@@ -56,6 +56,8 @@ pub struct Route {
     pub rate_limits: Vec<Arc<crate::ratelimit::Limiter>>,
     /// Send a signed identity assertion.
     pub assertion: bool,
+    /// Protocols an `Upgrade` may switch to (lower case).
+    pub upgrades: Vec<String>,
     /// An exact pattern, shared by every request it forwards (no allocation per request).
     exact: Option<Arc<str>>,
 }
@@ -85,6 +87,7 @@ impl Route {
             identity,
             rate_limits: crate::ratelimit::limiters(&config.rate_limits, old),
             assertion: config.assertion,
+            upgrades: config.upgrades.clone(),
             exact: match &config.key.path {
                 pattern::PathPattern::Exact(p) => Some(p.as_str().into()),
                 _ => None,
