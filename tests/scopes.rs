@@ -269,7 +269,8 @@ async fn a_valid_published_set_is_required_and_grants() {
 /// "the rest" would answer 200.
 #[tokio::test]
 async fn an_invalid_published_set_is_unavailable_and_grants_nothing() {
-    let shapes: [(&str, fn(&mut Value)); 4] = [
+    type Spoil = fn(&mut Value);
+    let shapes: [(&str, Spoil); 4] = [
         ("an entry whose type is not permission", |d| {
             d["defs"]["main"]["permissions"].as_array_mut().unwrap().push(json!({"type": "scope", "resource": "repo"}))
         }),

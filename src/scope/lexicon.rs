@@ -177,7 +177,7 @@ const PROCEDURE: &[Field] = &[
     ("output", OPT, Kind::Shape(PAYLOAD)),
     ("errors", OPT, Kind::Shapes(ERROR)),
 ];
-const MESSAGE: &[Field] = &[("schema", REQ, Kind::Typed(Union::RefUnion))];
+const MESSAGE: &[Field] = &[("schema", REQ, Kind::Typed(Union::Refs))];
 const SUBSCRIPTION: &[Field] = &[
     ("parameters", OPT, Kind::Typed(Union::Params)),
     ("message", REQ, Kind::Shape(MESSAGE)),
@@ -211,7 +211,7 @@ enum Union {
     /// Exactly an `object` (a record's `record`).
     Object,
     /// Exactly a `union` (a subscription message's `schema`).
-    RefUnion,
+    Refs,
     /// Exactly `params`.
     Params,
 }
@@ -242,7 +242,7 @@ impl Union {
             Union::ParamItem => matches!(ty, "boolean" | "integer" | "string"),
             Union::PayloadSchema => matches!(ty, "ref" | "union" | "object"),
             Union::Object => ty == "object",
-            Union::RefUnion => ty == "union",
+            Union::Refs => ty == "union",
             Union::Params => ty == "params",
         };
         if !allowed {

@@ -328,7 +328,8 @@ mod permission_set_documents {
 
     #[test]
     fn other_shapes_the_schema_rejects() {
-        let spoilers: Vec<(&str, Box<dyn FnOnce(&mut Value)>)> = vec![
+        type Spoiler = Box<dyn FnOnce(&mut Value)>;
+        let spoilers: Vec<(&str, Spoiler)> = vec![
             ("entry without type", Box::new(push(json!({"resource": "repo"})))),
             ("empty resource", Box::new(push(json!({"type": "permission", "resource": ""})))),
             ("entry a string", Box::new(push(json!("repo:app.example.post")))),
