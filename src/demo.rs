@@ -18,7 +18,7 @@ use crate::tools::DpopSigner;
 use crate::tools::curl::CurlRequest;
 use crate::tools::dev_identity::{DevIdentity, DidKey, did_document};
 use crate::tools::dev_issuer::DevIssuer;
-use crate::tools::dev_oauth::{Consent, DevOAuth};
+use crate::tools::dev_oauth::{ClientIds, Consent, DevOAuth};
 use std::time::Duration;
 
 /// The demo's embedded config, with `{{LISTEN}}`, `{{ADMIN}}`, `{{ECHO}}`, `{{ISSUER}}`
@@ -341,7 +341,7 @@ pub async fn run(once_only: bool) -> Result<bool, StartError> {
     let issuer = DevIssuer::spawn(loopback(0)).await.map_err(bind_error)?;
     let identity = DevIdentity::spawn(loopback(0)).await.map_err(bind_error)?;
     let identity_addr = identity.plc_url().trim_start_matches("http://").to_owned();
-    let pds = DevOAuth::spawn(loopback(0)).await.map_err(bind_error)?;
+    let pds = DevOAuth::spawn(loopback(0), ClientIds::AllowLocal).await.map_err(bind_error)?;
     pds.add_account(DEMO_HANDLE, DEMO_DID);
     pds.set_consent(if once_only { Consent::Approve } else { Consent::Ask });
     identity.publish(DEMO_DID, did_document(DEMO_DID, &DidKey::k256(), Some(DEMO_HANDLE), pds.origin()));

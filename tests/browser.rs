@@ -13,7 +13,7 @@ use std::time::Duration;
 use atgate::app::Gateway;
 use atgate::body;
 use atgate::tools::dev_identity::{DevIdentity, DidKey, did_document};
-use atgate::tools::dev_oauth::{Consent, DevOAuth};
+use atgate::tools::dev_oauth::{ClientIds, Consent, DevOAuth};
 use common::*;
 use serde_json::{Value, json};
 
@@ -41,7 +41,10 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver is installed (scripts/test installs chromium-driver)");
-        for _ in 0..200 {
+        // Polls for the event (chromedriver listening), bounded generously: a loaded
+        // machine must not fail the test.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Driver { child, base: format!("http://127.0.0.1:{port}") };
             }
@@ -130,7 +133,9 @@ impl Browser {
 
     /// Waits until the page's URL satisfies `ok` (navigation after a click is asynchronous).
     async fn wait_for_url(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        for _ in 0..200 {
+        // Polls for the event, bounded generously (not a wait for time to pass).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
             let url = self.current_url().await;
             if ok(&url) {
                 return url;
@@ -160,7 +165,7 @@ async fn call(client: &TestClient, method: &str, url: &str, body: Option<Value>)
 
 #[tokio::test]
 async fn chromium_signs_in_reaches_the_upstream_and_signs_out() {
-    let pds = DevOAuth::spawn(loopback()).await.unwrap();
+    let pds = DevOAuth::spawn(loopback(), ClientIds::AllowLocal).await.unwrap();
     pds.add_account("alice.test", ALICE);
     pds.set_consent(Consent::Ask);
     let host = DevIdentity::spawn(loopback()).await.unwrap();

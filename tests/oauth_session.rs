@@ -12,7 +12,7 @@ use std::time::Duration;
 use atgate::app::Gateway;
 use atgate::body;
 use atgate::tools::dev_identity::{DevIdentity, DidKey, did_document};
-use atgate::tools::dev_oauth::{Consent, DevOAuth};
+use atgate::tools::dev_oauth::{ClientIds, Consent, DevOAuth};
 use common::*;
 use http::{Request, StatusCode, header};
 use parking_lot::Mutex;
@@ -31,7 +31,7 @@ struct World {
 }
 
 async fn world() -> World {
-    let pds = DevOAuth::spawn(loopback()).await.unwrap();
+    let pds = DevOAuth::spawn(loopback(), ClientIds::AllowLocal).await.unwrap();
     pds.add_account("alice.test", ALICE);
     pds.add_account("bob.test", BOB);
     let host = DevIdentity::spawn(loopback()).await.unwrap();
@@ -62,9 +62,13 @@ impl World {
     /// A gateway whose `public_url` names `public_port`: replicas behind one address
     /// share it (it is their `client_id`).
     async fn replica(&self, extra: &str, public_port: u16) -> Gateway {
-        let port = public_port;
+        self.gateway_at(&format!("http://127.0.0.1:{public_port}"), extra, public_port).await
+    }
+
+    /// A gateway listening on `port` (when free) whose `public_url` is `public_url`.
+    async fn gateway_at(&self, public_url: &str, extra: &str, port: u16) -> Gateway {
         let top = format!(
-            "public_url: http://127.0.0.1:{port}
+            "public_url: {public_url}
 outbound: {{ allow_private_addresses: true, allow_http: true }}
 identity: {{ plc_url: \"{plc}\", dns_servers: [\"{dns}\"], allow_test_handles: true }}
 oauth_client:
@@ -222,6 +226,12 @@ async fn full_sign_in_reaches_the_upstream_with_verified_identity() {
     let meta = json(&send(&client(), get(format!("{base}/oauth/client-metadata.json"), &[])).await.1);
     assert_eq!(meta["client_id"], format!("{base}/oauth/client-metadata.json"));
     assert_eq!(meta["redirect_uris"][0], format!("{base}/oauth/callback"));
+    // The reference AS accepts exactly application/json for both documents (the dev AS
+    // refuses anything else, so the sign-ins below also fail if this regresses).
+    for doc in ["client-metadata.json", "jwks.json"] {
+        let (parts, _) = send(&client(), get(format!("{base}/oauth/{doc}"), &[])).await;
+        assert_eq!(parts.headers[header::CONTENT_TYPE], "application/json", "{doc}");
+    }
 
     // An API client without a session gets JSON, not a redirect.
     let (parts, bytes) = send(&client(), get(format!("{base}/app/x"), &[("accept", "application/json")])).await;
@@ -253,10 +263,76 @@ async fn full_sign_in_reaches_the_upstream_with_verified_identity() {
     // A route whose DID list excludes Alice refuses her session.
     assert_eq!(b.send("GET", &format!("{base}/admin/"), None, "application/json").await.status, StatusCode::FORBIDDEN);
 
-    // login_hint skips the form.
+    // login_hint only fills in the form: a link cannot send a browser to an AS in one
+    // click; the form's same-origin POST signs in.
+    let pars = w.pds.counters().pars.load(Ordering::SeqCst);
     let b2 = Browser::new();
-    let page = b2.go("GET", &format!("{base}/oauth/login?login_hint=bob.test&return_to=/app/z"), None).await;
+    let page =
+        b2.send("GET", &format!("{base}/oauth/login?login_hint=bob.test&return_to=/app/z"), None, "text/html").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.headers.get(header::LOCATION).is_none());
+    assert!(page.body.contains(r#"value="bob.test""#) && page.body.contains(r#"value="/app/z""#), "{}", page.body);
+    assert_eq!(w.pds.counters().pars.load(Ordering::SeqCst), pars, "no sign-in was started");
+    let hint = url::form_urlencoded::byte_serialize(br#""><script>alert(1)</script>"#).collect::<String>();
+    let page = b2.send("GET", &format!("{base}/oauth/login?login_hint={hint}"), None, "text/html").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("<script>") && page.body.contains("&quot;&gt;&lt;script&gt;"), "{}", page.body);
+    let page =
+        b2.go("POST", &format!("{base}/oauth/login"), Some(&[("handle", "bob.test"), ("return_to", "/app/z")])).await;
     assert_eq!(echo(&page)["headers"]["x-atproto-did"], BOB);
+
+    // A sign-in POST a browser marks as cross-site is refused, even with a matching Origin.
+    let forged = Request::post(format!("{base}/oauth/login"))
+        .header(header::ORIGIN, &base)
+        .header("sec-fetch-site", "cross-site")
+        .header(header::ACCEPT, "application/json")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body::full("handle=bob.test"))
+        .unwrap();
+    let (parts, bytes) = send(&client(), forged).await;
+    assert_eq!((parts.status, json(&bytes)["error"].as_str()), (StatusCode::FORBIDDEN, Some("CsrfFailed")));
+    assert_eq!(w.pds.counters().pars.load(Ordering::SeqCst), pars + 1, "only the form's POST reached the AS");
+}
+
+/// Sign-in through the form at a gateway whose public origin is `public` (the POST
+/// carries that origin); the final page.
+async fn sign_in_at(gw: &Gateway, public: &str, handle: &str) -> Page {
+    let b = Browser::new();
+    let base = format!("http://{}", gw.addrs()[0]);
+    let form = format!("handle={handle}&return_to=%2Fapp%2F");
+    let req = Request::post(format!("{base}/oauth/login"))
+        .header(header::ORIGIN, public)
+        .header(header::ACCEPT, "text/html")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body::full(form))
+        .unwrap();
+    let (parts, bytes) = send(&b.client, req).await;
+    Page { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&bytes).into_owned(), url: base }
+}
+
+#[tokio::test]
+async fn an_authorization_server_refusing_the_client_id_gets_a_page_that_says_so() {
+    let w = world().await;
+    // The dev AS as strict as the reference outside dev mode: https on a domain name.
+    let strict = DevOAuth::spawn(loopback(), ClientIds::DomainOnly).await.unwrap();
+    strict.add_account("alice.test", ALICE);
+    w.host.publish(ALICE, did_document(ALICE, &DidKey::k256(), Some("alice.test"), strict.origin()));
+    for (public, code) in [("https://127.0.0.1", "invalid_client_metadata"), ("https://app.test", "invalid_client_id")]
+    {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let public = format!("{public}:{port}");
+        let gw = w.gateway_at(&public, "", port).await;
+        let page = sign_in_at(&gw, &public, "alice.test").await;
+        assert_eq!(page.status, StatusCode::BAD_GATEWAY, "{public}: {}", page.body);
+        assert!(page.body.contains("refused this gateway&#39;s client registration"), "{public}: {}", page.body);
+        assert!(!page.body.contains("does not support atproto OAuth"), "{public}: {}", page.body);
+        assert!(page.body.contains(&format!("({code})")), "{public}: {}", page.body);
+        assert_eq!(strict.counters().pars.load(Ordering::SeqCst), 0);
+        assert_eq!(strict.counters().client_fetches.load(Ordering::SeqCst), 0, "refused on the id alone");
+        let m = metrics(&gw).await;
+        assert!(m.contains("oauth_client_rejected"), "{m}");
+        gw.shutdown();
+    }
 }
 
 #[tokio::test]
@@ -359,7 +435,7 @@ async fn an_account_mix_up_is_refused_and_its_tokens_revoked() {
 
     // The right account, but its PDS now names another authorization server.
     w.pds.set_sub_override(None);
-    let elsewhere = DevOAuth::spawn(loopback()).await.unwrap();
+    let elsewhere = DevOAuth::spawn(loopback(), ClientIds::AllowLocal).await.unwrap();
     w.pds.set_consent(Consent::Ask);
     let consent = b.sign_in(&gw, "alice.test", "/app/").await;
     w.host.publish(ALICE, did_document(ALICE, &DidKey::k256(), Some("alice.test"), elsewhere.origin()));
@@ -409,21 +485,19 @@ async fn sign_in_errors_are_pages_not_stack_traces() {
 #[tokio::test]
 async fn concurrent_requests_refresh_once_and_logout_revokes() {
     let w = world().await;
-    w.pds.set_access_lifetime(2);
     let gw = w.gateway("").await;
     let base = format!("http://{}", gw.addrs()[0]);
     let b = Browser::new();
-    assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
+    let before = due_session(&w, &b, &gw).await;
     let cookie = b.session_cookie();
 
-    // Past refresh_before: 20 requests at once, one refresh.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // A token within refresh_before: 20 requests at once, one refresh.
     let statuses = api_gets(20, &format!("{base}/app/x"), &cookie).await;
     assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
-    assert_eq!(w.pds.counters().refreshes.load(Ordering::SeqCst), 1);
+    assert_eq!(w.pds.counters().refreshes.load(Ordering::SeqCst), before + 1);
     assert_eq!(w.pds.counters().refresh_reuses.load(Ordering::SeqCst), 0);
     let m = metrics(&gw).await;
-    assert!(m.contains(r#"atgate_oauth_events_total{event="refresh"} 1"#), "{m}");
+    assert!(m.contains(&format!(r#"atgate_oauth_events_total{{event="refresh"}} {}"#, before + 1)), "{m}");
     assert!(m.contains(r#"atgate_oauth_events_total{event="sign_in"} 1"#));
     // The refreshed token works at the PDS.
     let page = b.send("GET", &format!("{base}/pds/com.example.get"), None, "application/json").await;
@@ -457,10 +531,22 @@ async fn concurrent_requests_refresh_once_and_logout_revokes() {
     assert!(parts.headers[header::LOCATION].to_str().unwrap().starts_with("/oauth/login?return_to="));
 }
 
+/// Signs `b` in at `gw` holding an access token already within `refresh_before` (the
+/// AS grants 1 s, `refresh_before` is 1 s), then has the AS grant 300 s: the next
+/// request refreshes once, whatever the wall clock does. The refreshes so far.
+async fn due_session(w: &World, b: &Browser, gw: &Gateway) -> u64 {
+    w.pds.set_access_lifetime(1);
+    assert_eq!(b.sign_in(gw, "alice.test", "/app/").await.status, StatusCode::OK);
+    w.pds.set_access_lifetime(300);
+    w.pds.counters().refreshes.load(Ordering::SeqCst)
+}
+
 #[tokio::test]
 async fn tampered_foreign_and_expired_cookies_are_refused() {
     let w = world().await;
     let gw = w.gateway("  session_ttl: 2s").await;
+    let clock = || gw.shared().sessions.clock();
+    clock().freeze();
     let base = format!("http://{}", gw.addrs()[0]);
     let b = Browser::new();
     assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
@@ -482,8 +568,10 @@ async fn tampered_foreign_and_expired_cookies_are_refused() {
     let other = atgate::jose::b64url(&[0u8; 32]);
     assert_eq!(status(format!("{id}.{other}")).await, StatusCode::UNAUTHORIZED);
     assert_eq!(status(id.to_owned()).await, StatusCode::UNAUTHORIZED);
-    // Idle past session_ttl.
-    tokio::time::sleep(Duration::from_millis(2300)).await;
+    // Idle past session_ttl (the store's clock: no waiting).
+    clock().advance(Duration::from_millis(1999));
+    assert_eq!(status(good.clone()).await, StatusCode::OK, "idle just under session_ttl");
+    clock().advance(Duration::from_millis(2000));
     assert_eq!(status(good).await, StatusCode::UNAUTHORIZED);
 }
 
@@ -491,26 +579,23 @@ async fn tampered_foreign_and_expired_cookies_are_refused() {
 async fn two_replicas_sharing_redis_serve_one_session_and_refresh_once() {
     let redis = Redis::start();
     let w = world().await;
-    w.pds.set_access_lifetime(2);
     std::fs::write(w.dir.path().join("redis"), format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
     let replay = format!("replay: {{ store: redis, redis: {{ url_file: \"{}/redis\" }} }}\n", w.dir.path().display());
     let a = w.gateway(&replay).await;
     let b_gw = w.replica(&replay, a.addrs()[0].port()).await;
     assert_ne!(a.addrs()[0], b_gw.addrs()[0]);
     let browser = Browser::new();
-    assert_eq!(browser.sign_in(&a, "alice.test", "/app/").await.status, StatusCode::OK);
+    // The session's token is due for refresh (no waiting on the wall clock for it).
+    let before = due_session(&w, &browser, &a).await;
     let cookie = browser.session_cookie();
     let call = |gw: &Gateway| api_get(format!("http://{}/app/x", gw.addrs()[0]), &cookie);
-    let (status, bytes) = call(&b_gw).await;
-    assert_eq!(status, StatusCode::OK, "replica B serves A's session");
-    assert_eq!(json(&bytes)["headers"]["x-atproto-did"], ALICE);
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
     let calls = (0..10).flat_map(|_| [call(&a), call(&b_gw)]);
     let results = futures_util::future::join_all(calls).await;
     let statuses: Vec<StatusCode> = results.iter().map(|r| r.0).collect();
     assert!(statuses.iter().all(|s| *s == StatusCode::OK), "{statuses:?}");
-    assert_eq!(w.pds.counters().refreshes.load(Ordering::SeqCst), 1, "one refresh across both replicas");
+    assert!(results.iter().all(|r| json(&r.1)["headers"]["x-atproto-did"] == ALICE), "both replicas serve A's session");
+    assert_eq!(w.pds.counters().refreshes.load(Ordering::SeqCst), before + 1, "one refresh across both replicas");
     assert_eq!(w.pds.counters().refresh_reuses.load(Ordering::SeqCst), 0);
 
     // Logout at A ends the session at B.
@@ -523,12 +608,14 @@ async fn two_replicas_sharing_redis_serve_one_session_and_refresh_once() {
 async fn activity_keeps_a_session_alive_and_the_proxy_reaches_only_xrpc_methods() {
     let w = world().await;
     let gw = w.gateway("  session_ttl: 3s").await;
+    let clock = || gw.shared().sessions.clock();
+    clock().freeze();
     let base = format!("http://{}", gw.addrs()[0]);
     let b = Browser::new();
     assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
     // Sliding: a request every half second for twice the idle time keeps it alive.
     for _ in 0..12 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        clock().advance(Duration::from_millis(500));
         let page = b.send("GET", &format!("{base}/app/x"), None, "application/json").await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     }
@@ -545,7 +632,7 @@ async fn activity_keeps_a_session_alive_and_the_proxy_reaches_only_xrpc_methods(
     assert_eq!(w.pds.counters().resource_requests.load(Ordering::SeqCst), before);
 
     // Idle past session_ttl: over.
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    clock().advance(Duration::from_millis(3001));
     let page = b.send("GET", &format!("{base}/app/x"), None, "application/json").await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
 }
@@ -585,18 +672,21 @@ async fn sessions_survive_a_config_reload() {
 
 #[tokio::test]
 async fn sliding_expiry_and_refresh_together_over_several_rounds() {
-    // Each round's requests both extend the session (ttl 2s: every second) and, past 1s,
-    // need a refresh; the session must stay alive and no refresh token may be presented
-    // twice. (Extending never rewrites the stored session: `SessionStore::touch`.)
+    // Each round's requests both extend the session (ttl 2s: every second, on the
+    // store's clock) and need a refresh (the AS grants 1s tokens, within refresh_before);
+    // the session must stay alive and no refresh token may be presented twice.
+    // (Extending never rewrites the stored session: `SessionStore::touch`.)
     let w = world().await;
-    w.pds.set_access_lifetime(2);
+    w.pds.set_access_lifetime(1);
     let gw = w.gateway("  session_ttl: 2s").await;
+    let clock = || gw.shared().sessions.clock();
+    clock().freeze();
     let base = format!("http://{}", gw.addrs()[0]);
     let b = Browser::new();
     assert_eq!(b.sign_in(&gw, "alice.test", "/app/").await.status, StatusCode::OK);
     let cookie = b.session_cookie();
     for round in 1..=3u64 {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        clock().advance(Duration::from_millis(1100));
         let statuses = api_gets(16, &format!("{base}/app/x"), &cookie).await;
         assert!(statuses.iter().all(|s| *s == StatusCode::OK), "round {round}: {statuses:?}");
         assert_eq!(w.pds.counters().refresh_reuses.load(Ordering::SeqCst), 0, "round {round}");

@@ -17,6 +17,7 @@ use crate::identity::{IdentityError, Resolver};
 use crate::jose::sign::{KeySet, SigningKey, random_id, random_secret};
 use crate::jose::{b64url, sha256_b64url};
 use crate::net::{NetError, Outbound, Reply};
+use crate::respond::Reject;
 use crate::tools::dpop_proof;
 
 /// An authorization server, as its metadata describes it (only what the client uses).
@@ -62,11 +63,76 @@ pub struct Tokens {
     pub sub: String,
 }
 
-/// A refused token request: the OAuth `error` code.
+/// An authorization server's OAuth error answer (RFC 6749 §5.2), cleaned for logs and
+/// pages: printable ASCII, bounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `error`, e.g. `invalid_grant`, `invalid_client_metadata`.
+    pub error: String,
+    /// `error_description`, empty when absent.
+    pub description: String,
+}
+
+impl Refusal {
+    fn from_body(body: &Value) -> Refusal {
+        let clean = |name: &str, max: usize| -> String {
+            let text = body.get(name).and_then(Value::as_str).unwrap_or("");
+            text.chars().map(|c| if c.is_ascii_graphic() { c } else { ' ' }).take(max).collect()
+        };
+        let error = clean("error", 64);
+        Refusal {
+            error: if error.is_empty() { "no error code".into() } else { error },
+            description: clean("error_description", 512),
+        }
+    }
+
+    /// Whether the server refused atgate itself as a client (its metadata document, its
+    /// keys, its client assertion or registration: RFC 6749 §5.2 `invalid_client`,
+    /// `unauthorized_client`; RFC 7591 §3.2.2 `invalid_client_metadata`,
+    /// `invalid_redirect_uri`; the reference provider's `invalid_client_id`), rather than
+    /// the user's request or grant. The operator has to act, not the user.
+    pub fn is_about_client(&self) -> bool {
+        matches!(
+            self.error.as_str(),
+            "invalid_client"
+                | "unauthorized_client"
+                | "invalid_client_metadata"
+                | "invalid_client_id"
+                | "invalid_redirect_uri"
+        )
+    }
+
+    /// Logs the refusal with the outcome it leads to (a `FlowError` reason), and
+    /// returns that outcome.
+    pub fn log(&self, issuer: &str, endpoint: &'static str, outcome: FlowError) -> FlowError {
+        tracing::warn!(
+            issuer = %issuer,
+            endpoint,
+            error = %self.error,
+            error_description = %self.description,
+            outcome = outcome.reason(),
+            "authorization server refused atgate's request"
+        );
+        outcome
+    }
+
+    /// The outcome of a refused sign-in request (PAR or code exchange).
+    pub fn sign_in_outcome(&self, endpoint: &'static str) -> FlowError {
+        if self.is_about_client() {
+            FlowError::ClientRejected(self.error.clone())
+        } else if endpoint == "par" {
+            FlowError::AuthorizationFailed(self.error.clone())
+        } else {
+            FlowError::TokenRefused(self.error.clone())
+        }
+    }
+}
+
+/// A refused token request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenFailure {
     /// The server answered with this OAuth error (`invalid_grant`: the grant is gone).
-    Refused(String),
+    Refused(Refusal),
     /// The server could not be reached or answered nonsense.
     Unavailable(String),
 }
@@ -100,6 +166,25 @@ impl Events {
     }
 }
 
+/// The names of atgate's cookies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieNames {
+    /// The session cookie.
+    pub session: String,
+    /// The sign-in flow cookie (state binding).
+    pub flow: String,
+}
+
+impl CookieNames {
+    /// `cookie_name` and `<cookie_name>_flow`, both with the `__Host-` prefix when the
+    /// cookies are `Secure` (https `public_url`): both are then set with `Path=/`.
+    pub fn new(cookie_name: &str, secure: bool) -> CookieNames {
+        let base = cookie_name.strip_prefix(super::HOST_PREFIX).unwrap_or(cookie_name);
+        let prefix = if secure && !base.starts_with("__Secure-") { super::HOST_PREFIX } else { "" };
+        CookieNames { session: format!("{prefix}{base}"), flow: format!("{prefix}{base}_flow") }
+    }
+}
+
 /// atgate as a confidential atproto OAuth client.
 pub struct OAuthClient {
     /// Session events.
@@ -116,6 +201,8 @@ pub struct OAuthClient {
     pub secure: bool,
     /// The metadata document, ready to serve.
     pub metadata: Bytes,
+    /// The cookie names in use.
+    pub cookie_names: CookieNames,
     /// The keys: the first signs client assertions; their JWKS is served.
     pub keys: KeySet,
     /// Signs cookies.
@@ -126,8 +213,10 @@ pub struct OAuthClient {
     nonces: moka::sync::Cache<String, String>,
     /// Sign-ins started per client address.
     pub(super) sign_ins: Arc<crate::ratelimit::Limiter>,
-    /// Sessions whose life this replica extended lately (see `TOUCH_EVERY`).
-    pub(super) touched: moka::sync::Cache<String, ()>,
+    /// Sessions whose life this replica extended lately, and when (store clock, ms).
+    pub(super) touched: moka::sync::Cache<String, u64>,
+    /// How often a session's life is extended (see `TOUCH_EVERY`).
+    pub(super) touch_every: Duration,
     /// One refresh at a time per session in this replica.
     pub(super) refreshing: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
     pub(super) resolver: Arc<Resolver>,
@@ -214,14 +303,17 @@ impl OAuthClient {
             .unwrap_or_else(|| Arc::new(crate::ratelimit::Limiter::new(config.sign_in_rate)));
         let touch_every = super::TOUCH_EVERY.min(config.session_ttl / 2).max(Duration::from_millis(100));
         let touched = moka::sync::Cache::builder().max_capacity(100_000).time_to_live(touch_every).build();
+        let secure = public_url.scheme() == "https";
         Ok(OAuthClient {
+            cookie_names: CookieNames::new(&config.cookie_name, secure),
             touched,
+            touch_every,
             sign_ins,
             events,
             config: config.clone(),
             client_id,
             redirect_uri,
-            secure: public_url.scheme() == "https",
+            secure,
             origin,
             metadata: metadata.to_string().into(),
             keys,
@@ -351,10 +443,8 @@ impl OAuthClient {
             .map_err(|cause| FlowError::Unreachable { what: "authorization server", cause })?;
         let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         if !reply.status.is_success() {
-            return Err(FlowError::BadServer(format!(
-                "the authorization request was refused ({})",
-                oauth_error(&body)
-            )));
+            let refusal = Refusal::from_body(&body);
+            return Err(refusal.log(&account.server.issuer, "par", refusal.sign_in_outcome("par")));
         }
         let request_uri = body
             .get("request_uri")
@@ -414,7 +504,7 @@ impl OAuthClient {
         let body: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
         if !reply.status.is_success() {
             return match body.get("error").and_then(Value::as_str) {
-                Some(_) if reply.status.is_client_error() => Err(TokenFailure::Refused(oauth_error(&body))),
+                Some(_) if reply.status.is_client_error() => Err(TokenFailure::Refused(Refusal::from_body(&body))),
                 _ => Err(TokenFailure::Unavailable(format!("status {}", reply.status))),
             };
         }
@@ -505,11 +595,6 @@ pub(super) fn is_nonce_error(reply: &Reply) -> bool {
     reply.status == http::StatusCode::BAD_REQUEST
         && serde_json::from_slice::<Value>(&reply.body)
             .is_ok_and(|b| b.get("error").and_then(Value::as_str) == Some("use_dpop_nonce"))
-}
-
-fn oauth_error(body: &Value) -> String {
-    let code = body.get("error").and_then(Value::as_str).unwrap_or("no error code");
-    code.chars().filter(|c| c.is_ascii_graphic()).take(64).collect()
 }
 
 fn join(origin: &str, path: &str) -> Result<url::Url, FlowError> {

@@ -52,6 +52,11 @@ pub enum FlowError {
     /// The authorization server refused a token request.
     #[error("token request refused: {0}")]
     TokenRefused(String),
+    /// The authorization server refused atgate itself as a client (its metadata, keys or
+    /// client authentication): `invalid_client_metadata`, `invalid_client`, ... The
+    /// operator's problem; the user's server does support OAuth.
+    #[error("the authorization server refused this client: {0}")]
+    ClientRejected(String),
     /// A state-changing request from another origin.
     #[error("cross-site request refused")]
     Csrf,
@@ -86,6 +91,7 @@ impl FlowError {
             FlowError::Unreachable { .. } | FlowError::BadServer(_) | FlowError::TokenRefused(_) => {
                 "Your account's server could not sign you in"
             }
+            FlowError::ClientRejected(_) => "Your account's server refused this site",
             FlowError::Denied => "Sign-in was cancelled",
             FlowError::AuthorizationFailed(_) => "Sign-in failed",
             FlowError::StateUnknown | FlowError::StateMismatch | FlowError::IssuerMismatch => {
@@ -112,9 +118,10 @@ impl Reject for FlowError {
             | FlowError::StateUnknown
             | FlowError::StateMismatch
             | FlowError::IssuerMismatch => StatusCode::BAD_REQUEST,
-            FlowError::Unreachable { .. } | FlowError::BadServer(_) | FlowError::TokenRefused(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            FlowError::Unreachable { .. }
+            | FlowError::BadServer(_)
+            | FlowError::TokenRefused(_)
+            | FlowError::ClientRejected(_) => StatusCode::BAD_GATEWAY,
             FlowError::Denied | FlowError::AccountMismatch(_) | FlowError::Csrf => StatusCode::FORBIDDEN,
             FlowError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             FlowError::SessionExpired => StatusCode::UNAUTHORIZED,
@@ -128,6 +135,7 @@ impl Reject for FlowError {
             FlowError::BadHandle => "InvalidHandle",
             FlowError::UnknownAccount(_) | FlowError::NoPds => "AccountNotFound",
             FlowError::Unreachable { .. } | FlowError::BadServer(_) | FlowError::TokenRefused(_) => "UpstreamFailure",
+            FlowError::ClientRejected(_) => "ClientRejected",
             FlowError::Denied => "AccessDenied",
             FlowError::AuthorizationFailed(_) => "AuthorizationFailed",
             FlowError::StateUnknown | FlowError::StateMismatch => "InvalidState",
@@ -155,6 +163,10 @@ impl Reject for FlowError {
             FlowError::IssuerMismatch => "The answer came from another authorization server than expected".into(),
             FlowError::AccountMismatch(m) => format!("The authorization server signed in another account: {m}"),
             FlowError::TokenRefused(m) => format!("The authorization server refused the token request: {m}"),
+            FlowError::ClientRejected(code) => format!(
+                "Your account's server refused this gateway's client registration ({code}). Your account is fine; \
+the site's operator has to correct the gateway's OAuth client setup (the refusal is in the gateway's log)."
+            ),
             FlowError::Csrf => "Cross-site request refused".into(),
             FlowError::Store(_) => "Sessions are temporarily unavailable; try again shortly".into(),
             FlowError::SessionExpired => "Sign in to continue".into(),
@@ -177,6 +189,7 @@ impl Reject for FlowError {
             FlowError::IssuerMismatch => "oauth_issuer_mismatch",
             FlowError::AccountMismatch(_) => "oauth_account_mismatch",
             FlowError::TokenRefused(_) => "oauth_token_refused",
+            FlowError::ClientRejected(_) => "oauth_client_rejected",
             FlowError::Csrf => "csrf",
             FlowError::Store(_) => "session_store_unavailable",
             FlowError::SessionExpired => "session_expired",

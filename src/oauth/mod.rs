@@ -30,7 +30,7 @@ use crate::jose::sign::{SigningKey, random_id};
 use crate::respond::Reject;
 use crate::scope::Granted;
 use crate::state::{Runtime, Shared};
-pub use client::{AuthServer, OAuthClient};
+pub use client::{AuthServer, CookieNames, OAuthClient};
 pub use error::FlowError;
 use store::SessionStore;
 
@@ -42,6 +42,9 @@ const LOCK_TTL: Duration = Duration::from_secs(30);
 /// the session's idle time when that is shorter (sliding expiry without a store write per
 /// request).
 pub(crate) const TOUCH_EVERY: Duration = Duration::from_secs(60);
+/// RFC 6265bis §4.1.3.2: a `__Host-` cookie must be `Secure`, have `Path=/` and no
+/// `Domain`; browsers then refuse it from http pages and sibling subdomains.
+const HOST_PREFIX: &str = "__Host-";
 /// Largest form body read (sign-in, sign-out).
 const MAX_FORM: usize = 8 * 1024;
 
@@ -161,8 +164,30 @@ impl OAuthClient {
         Some(plain.to_vec())
     }
 
-    fn flow_cookie(&self) -> String {
-        format!("{}_flow", self.config.cookie_name)
+    /// The sign-in flow cookie's name.
+    fn flow_cookie(&self) -> &str {
+        &self.cookie_names.flow
+    }
+
+    /// The flow cookie's path: the callback, unless the `__Host-` prefix requires `/`.
+    fn flow_cookie_path(&self) -> String {
+        if self.cookie_names.flow.starts_with(HOST_PREFIX) { "/".to_owned() } else { self.path("callback") }
+    }
+
+    /// Every name under which a request may carry one of atgate's cookies for this
+    /// config: the session and flow cookies as set, and their spellings with and without
+    /// the `__Host-` prefix. The proxy strips all of them (compared case-insensitively)
+    /// from forwarded requests, so that no upstream sees a session credential.
+    pub fn own_cookie_names(&self) -> Vec<String> {
+        let base = self.config.cookie_name.strip_prefix(HOST_PREFIX).unwrap_or(&self.config.cookie_name);
+        let mut names = vec![self.cookie_names.session.clone(), self.cookie_names.flow.clone()];
+        for name in [base.to_owned(), format!("{base}_flow")] {
+            names.push(format!("{HOST_PREFIX}{name}"));
+            names.push(name);
+        }
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// A `Set-Cookie` value; `None` as the value clears the cookie.
@@ -183,7 +208,12 @@ impl OAuthClient {
 
     /// The session id from the request's cookies (the first correctly signed one).
     pub fn session_id<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
-        cookies(headers, &self.config.cookie_name).into_iter().find_map(|v| self.verify("session", v))
+        cookies(headers, &self.cookie_names.session).into_iter().find_map(|v| self.verify("session", v))
+    }
+
+    /// The session cookie's name (`__Host-` prefixed when `Secure`).
+    pub fn session_cookie_name(&self) -> &str {
+        &self.cookie_names.session
     }
 }
 
@@ -204,10 +234,10 @@ fn cookies<'h>(headers: &'h HeaderMap, name: &str) -> Vec<&'h str> {
 /// Removes atgate's own cookies from the request before it goes upstream: the web app
 /// never sees the session credential.
 pub fn strip_own_cookies(client: &OAuthClient, headers: &mut HeaderMap) {
-    let flow = client.flow_cookie();
+    let names = client.own_cookie_names();
     let own = |pair: &str| {
-        let name = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k);
-        name == client.config.cookie_name || name == flow
+        let name = pair.trim().split_once('=').map_or(pair.trim(), |(k, _)| k).trim();
+        names.iter().any(|n| n.eq_ignore_ascii_case(name))
     };
     let kept: Vec<String> = headers
         .get_all(header::COOKIE)
@@ -239,6 +269,11 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
 pub fn same_origin(client: &OAuthClient, method: &Method, headers: &HeaderMap) -> Result<(), FlowError> {
     if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
         return Ok(());
+    }
+    // Fetch Metadata: a browser that marks the request cross-site or same-site (a
+    // sibling origin) is refused whatever its Origin says.
+    if headers.get("sec-fetch-site").is_some_and(|v| !matches!(v.as_bytes(), b"same-origin" | b"none")) {
+        return Err(FlowError::Csrf);
     }
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let ok = match origin {
@@ -360,16 +395,24 @@ async fn endpoint(
             Ok(crate::router::well_known_response(client.metadata.clone(), "application/json"))
         }
         ("/jwks.json", Method::GET | Method::HEAD) => {
-            Ok(crate::router::well_known_response(client.keys.jwks.clone(), "application/jwk-set+json"))
+            // The reference provider fetches `jwks_uri` accepting only `application/json`
+            // (@atproto/oauth-provider client-manager.ts), not RFC 7517 §8.5's jwk-set+json.
+            Ok(crate::router::well_known_response(client.keys.jwks.clone(), "application/json"))
         }
         ("/login", Method::GET) => {
             let q = query(&req);
             let return_to = safe_return(param(&q, "return_to"));
             match param(&q, "login_hint").filter(|h| !h.is_empty()) {
-                Some(hint) => start(client, store, &req, hint, &return_to).await,
+                // A link must not send the browser to whatever authorization server the
+                // hinted account names: the hint only fills in the form, and only the
+                // form's same-origin POST starts a sign-in.
+                Some(hint) => {
+                    let hint: String = hint.chars().take(256).collect();
+                    Ok(pages::sign_in(&client.config.client_name, &client.path("login"), &return_to, &hint, None))
+                }
                 // Already signed in: straight back.
                 None if load(client, store, &req.headers).await?.is_some() => Ok(see_other(&return_to)),
-                None => Ok(pages::sign_in(&client.config.client_name, &client.path("login"), &return_to, None)),
+                None => Ok(pages::sign_in(&client.config.client_name, &client.path("login"), &return_to, "", None)),
             }
         }
         ("/login", Method::POST) => {
@@ -384,6 +427,7 @@ async fn endpoint(
                         &client.config.client_name,
                         &client.path("login"),
                         &return_to,
+                        handle,
                         Some(&e.message()),
                     );
                     res.extensions_mut().insert(crate::respond::Outcome(e.reason()));
@@ -448,9 +492,9 @@ async fn start(
     store.set(&client.store_key("p", &state), sealed, FLOW_TTL).await?;
     let mut res = see_other(&location);
     let cookie = client.set_cookie(
-        &client.flow_cookie(),
+        client.flow_cookie(),
         Some(&client.sign("flow", &state)),
-        &client.path("callback"),
+        &client.flow_cookie_path(),
         FLOW_TTL,
     );
     res.headers_mut().append(header::SET_COOKIE, cookie);
@@ -468,7 +512,7 @@ async fn callback(
     let state = param(&q, "state").ok_or(FlowError::StateUnknown)?;
     // The flow cookie binds the callback to the browser that started it (login CSRF).
     let flow = client.flow_cookie();
-    if !cookies(&req.headers, &flow).into_iter().any(|v| client.verify("flow", v) == Some(state)) {
+    if !cookies(&req.headers, flow).into_iter().any(|v| client.verify("flow", v) == Some(state)) {
         return Err(FlowError::StateMismatch);
     }
     let sealed = store.take(&client.store_key("p", state)).await?.ok_or(FlowError::StateUnknown)?;
@@ -489,7 +533,7 @@ async fn callback(
     let code = param(&q, "code").ok_or_else(|| FlowError::AuthorizationFailed("no code".into()))?;
     let key = SigningKey::from_jwk(&pending.dpop_key).map_err(|_| FlowError::StateUnknown)?;
     let tokens = client.exchange_code(&pending.server, code, &pending.verifier, &key).await.map_err(|e| match e {
-        client::TokenFailure::Refused(code) => FlowError::TokenRefused(code),
+        client::TokenFailure::Refused(r) => r.log(&pending.server.issuer, "token", r.sign_in_outcome("token")),
         client::TokenFailure::Unavailable(m) => {
             tracing::warn!(issuer = %pending.server.issuer, error = %m, "token request failed");
             FlowError::TokenRefused("no usable answer".into())
@@ -537,9 +581,9 @@ async fn callback(
     let cookie = client.sign("session", &id);
     h.append(
         header::SET_COOKIE,
-        client.set_cookie(&client.config.cookie_name, Some(&cookie), "/", client.config.session_ttl),
+        client.set_cookie(client.session_cookie_name(), Some(&cookie), "/", client.config.session_ttl),
     );
-    h.append(header::SET_COOKIE, client.set_cookie(&flow, None, &client.path("callback"), Duration::ZERO));
+    h.append(header::SET_COOKIE, client.set_cookie(flow, None, &client.flow_cookie_path(), Duration::ZERO));
     Ok(res)
 }
 
@@ -586,10 +630,13 @@ async fn load<'h>(
     let Some(id) = client.session_id(headers) else { return Ok(None) };
     let Some(session) = read(client, store, id).await? else { return Ok(None) };
     // Sliding expiry: the store entry's life is extended, never rewritten, so a touch
-    // cannot undo a refresh that another request or replica just saved.
-    if client.touched.get(id).is_none() {
+    // cannot undo a refresh that another request or replica just saved. Measured on the
+    // store's clock, the one its expiry follows.
+    let now = store.clock().now_ms();
+    let every = u64::try_from(client.touch_every.as_millis()).unwrap_or(u64::MAX);
+    if client.touched.get(id).is_none_or(|last| now.saturating_sub(last) >= every) {
         store.touch(&client.store_key("s", id), client.config.session_ttl).await?;
-        client.touched.insert(id.to_owned(), ());
+        client.touched.insert(id.to_owned(), now);
     }
     Ok(Some((id, session)))
 }
@@ -659,15 +706,21 @@ async fn refresh_locked(client: &OAuthClient, store: &dyn SessionStore, id: &str
             Err(FlowError::AccountMismatch("a refresh returned another account"))
         }
         // The grant is gone (revoked, expired, used): so is the session.
-        Err(client::TokenFailure::Refused(code)) if code == "invalid_grant" => {
-            tracing::info!(did = %session.did, "refresh refused (invalid_grant); session ended");
+        Err(client::TokenFailure::Refused(r)) if r.error == "invalid_grant" => {
+            tracing::info!(did = %session.did, error_description = %r.description, "refresh refused (invalid_grant); session ended");
             client.events.ended.fetch_add(1, Ordering::Relaxed);
             store.delete(&client.store_key("s", id)).await?;
             Err(FlowError::SessionExpired)
         }
         // Anything else (invalid_client, ...) is atgate's or the server's problem, not the
         // user's: keep the session and its current token.
-        Err(client::TokenFailure::Refused(m) | client::TokenFailure::Unavailable(m)) => {
+        Err(client::TokenFailure::Refused(r)) => {
+            r.log(&session.server.issuer, "token", FlowError::TokenRefused(r.error.clone()));
+            tracing::warn!(did = %session.did, "refresh refused; keeping the current token while it lasts");
+            client.events.refresh_failures.fetch_add(1, Ordering::Relaxed);
+            still_usable(session)
+        }
+        Err(client::TokenFailure::Unavailable(m)) => {
             tracing::warn!(did = %session.did, error = %m, "refresh failed; keeping the current token while it lasts");
             client.events.refresh_failures.fetch_add(1, Ordering::Relaxed);
             still_usable(session)
@@ -729,7 +782,7 @@ async fn logout(
     }
     let mut res = see_other(&client.path("login"));
     res.headers_mut()
-        .append(header::SET_COOKIE, client.set_cookie(&client.config.cookie_name, None, "/", Duration::ZERO));
+        .append(header::SET_COOKIE, client.set_cookie(client.session_cookie_name(), None, "/", Duration::ZERO));
     Ok(res)
 }
 

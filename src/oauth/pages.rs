@@ -53,21 +53,23 @@ fn page(status: StatusCode, title: &str, content: &str) -> Response<Body> {
     res
 }
 
-/// The sign-in form, posting to `action`, with an optional error above it.
-pub fn sign_in(app: &str, action: &str, return_to: &str, error: Option<&str>) -> Response<Body> {
+/// The sign-in form, posting to `action`, with `handle` filled in and an optional error
+/// above it.
+pub fn sign_in(app: &str, action: &str, return_to: &str, handle: &str, error: Option<&str>) -> Response<Body> {
     let alert = error.map_or(String::new(), |e| format!("<p class=\"alert\" role=\"alert\">{}</p>", escape(e)));
     let content = format!(
         "<h1>Sign in to {app}</h1>{alert}\
 <form method=\"post\" action=\"{action}\">\
 <input type=\"hidden\" name=\"return_to\" value=\"{return_to}\">\
 <label for=\"handle\">Your handle</label>\
-<input id=\"handle\" name=\"handle\" type=\"text\" required autofocus autocomplete=\"username\" \
+<input id=\"handle\" name=\"handle\" type=\"text\" value=\"{handle}\" required autofocus autocomplete=\"username\" \
 autocapitalize=\"none\" spellcheck=\"false\" placeholder=\"alice.bsky.social\" aria-describedby=\"handle-hint\">\
 <p id=\"handle-hint\" class=\"hint\">You will confirm at your account's server. atgate never sees your password.</p>\
 <button type=\"submit\">Sign in</button></form>",
         app = escape(app),
         action = escape(action),
         return_to = escape(return_to),
+        handle = escape(handle),
     );
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     page(status, &format!("Sign in to {app}"), &content)

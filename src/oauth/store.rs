@@ -7,7 +7,8 @@
 //! `l:<session id>` under a prefix; ids and states are random base64url, never raw input.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -18,8 +19,46 @@ use redis::aio::ConnectionManager;
 #[error("session store unavailable: {0}")]
 pub struct StoreError(pub String);
 
+/// The session store's time, which measures idle expiry and when to extend a session:
+/// the system clock, or, once frozen (tests), a clock that moves only when advanced. The
+/// memory store expires entries by it; Redis expires keys by its own time.
+#[derive(Debug, Default)]
+pub struct Clock {
+    /// Unix milliseconds while frozen; 0 while following the system clock.
+    manual_ms: AtomicU64,
+}
+
+impl Clock {
+    /// Unix time now, in milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        match self.manual_ms.load(Ordering::SeqCst) {
+            0 => crate::auth::now_ms(),
+            frozen => frozen,
+        }
+    }
+
+    /// Whether the clock was frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.manual_ms.load(Ordering::SeqCst) != 0
+    }
+
+    /// Stops the clock at the current time; it then moves only by [`Self::advance`].
+    pub fn freeze(&self) {
+        let now = crate::auth::now_ms().max(1);
+        let _ = self.manual_ms.compare_exchange(0, now, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// Moves the clock forward by `by` (freezing it first).
+    pub fn advance(&self, by: Duration) {
+        self.freeze();
+        self.manual_ms.fetch_add(u64::try_from(by.as_millis()).unwrap_or(u64::MAX / 2), Ordering::SeqCst);
+    }
+}
+
 /// A key-value store with per-entry expiry.
 pub trait SessionStore: Send + Sync + std::fmt::Debug {
+    /// The clock the store's expiry (for the memory store) and session extension follow.
+    fn clock(&self) -> &Clock;
     /// The value under `key`, if present and unexpired.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>>;
     /// Stores `value` under `key` for `ttl`.
@@ -44,23 +83,40 @@ pub trait SessionStore: Send + Sync + std::fmt::Debug {
 #[derive(Clone)]
 struct Entry {
     value: Bytes,
-    until: Instant,
+    /// Unix milliseconds (store clock) when the entry ends.
+    until_ms: u64,
 }
 
-struct EntryExpiry;
+/// Frees entries at their end; reads check the end against the store's clock, so while
+/// that clock is frozen (tests) entries are kept until read or evicted for space.
+struct EntryExpiry(Arc<Clock>);
+
+impl EntryExpiry {
+    fn remaining(&self, e: &Entry) -> Option<Duration> {
+        let now = self.0.now_ms();
+        (!self.0.is_frozen()).then(|| Duration::from_millis(e.until_ms.saturating_sub(now)))
+    }
+}
 
 impl moka::Expiry<String, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _: &String, e: &Entry, now: Instant) -> Option<Duration> {
-        Some(e.until.saturating_duration_since(now))
+    fn expire_after_create(&self, _: &String, e: &Entry, _: std::time::Instant) -> Option<Duration> {
+        self.remaining(e)
     }
-    fn expire_after_update(&self, _: &String, e: &Entry, now: Instant, _: Option<Duration>) -> Option<Duration> {
-        Some(e.until.saturating_duration_since(now))
+    fn expire_after_update(
+        &self,
+        _: &String,
+        e: &Entry,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.remaining(e)
     }
 }
 
 /// Sessions in this process's memory: the default for a single replica.
 pub struct MemorySessionStore {
     entries: moka::sync::Cache<String, Entry>,
+    clock: Arc<Clock>,
     /// Serializes writes: `set_nx`/`delete_if`/`take`/`touch` read then write, and must not
     /// interleave with a `set`.
     guard: parking_lot::Mutex<()>,
@@ -75,27 +131,36 @@ impl std::fmt::Debug for MemorySessionStore {
 impl MemorySessionStore {
     /// Holds at most `max_bytes` of values (least recently used go first).
     pub fn new(max_bytes: u64) -> MemorySessionStore {
+        let clock = Arc::new(Clock::default());
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &String, e: &Entry| u32::try_from(k.len() + e.value.len()).unwrap_or(u32::MAX))
-            .expire_after(EntryExpiry)
+            .expire_after(EntryExpiry(clock.clone()))
             .build();
-        MemorySessionStore { entries, guard: parking_lot::Mutex::new(()) }
+        MemorySessionStore { entries, clock, guard: parking_lot::Mutex::new(()) }
     }
 
     fn read(&self, key: &str) -> Option<Bytes> {
-        self.entries.get(key).filter(|e| e.until > Instant::now()).map(|e| e.value)
+        self.entries.get(key).filter(|e| e.until_ms > self.clock.now_ms()).map(|e| e.value)
+    }
+
+    fn entry(&self, value: Bytes, ttl: Duration) -> Entry {
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        Entry { value, until_ms: self.clock.now_ms().saturating_add(ttl) }
     }
 }
 
 impl SessionStore for MemorySessionStore {
+    fn clock(&self) -> &Clock {
+        &self.clock
+    }
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
         Box::pin(async move { Ok(self.read(key)) })
     }
     fn set<'a>(&'a self, key: &'a str, value: Bytes, ttl: Duration) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let _g = self.guard.lock();
-            self.entries.insert(key.to_owned(), Entry { value, until: Instant::now() + ttl });
+            self.entries.insert(key.to_owned(), self.entry(value, ttl));
             Ok(())
         })
     }
@@ -103,7 +168,7 @@ impl SessionStore for MemorySessionStore {
         Box::pin(async move {
             let _g = self.guard.lock();
             if let Some(value) = self.read(key) {
-                self.entries.insert(key.to_owned(), Entry { value, until: Instant::now() + ttl });
+                self.entries.insert(key.to_owned(), self.entry(value, ttl));
             }
             Ok(())
         })
@@ -128,7 +193,7 @@ impl SessionStore for MemorySessionStore {
             if self.read(key).is_some() {
                 return Ok(false);
             }
-            self.entries.insert(key.to_owned(), Entry { value, until: Instant::now() + ttl });
+            self.entries.insert(key.to_owned(), self.entry(value, ttl));
             Ok(true)
         })
     }
@@ -150,6 +215,7 @@ impl SessionStore for MemorySessionStore {
 /// Sessions in Redis, over the replay store's connection.
 pub struct RedisSessionStore {
     conn: ConnectionManager,
+    clock: Clock,
     prefix: String,
     timeout: Duration,
 }
@@ -167,7 +233,7 @@ const DELETE_IF: &str =
 impl RedisSessionStore {
     /// Uses `conn` (shared with the replay store) with keys under `prefix`.
     pub fn new(conn: ConnectionManager, prefix: &str, timeout: Duration) -> RedisSessionStore {
-        RedisSessionStore { conn, prefix: prefix.to_owned(), timeout }
+        RedisSessionStore { conn, clock: Clock::default(), prefix: prefix.to_owned(), timeout }
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
@@ -189,6 +255,9 @@ fn ms(ttl: Duration) -> u64 {
 }
 
 impl SessionStore for RedisSessionStore {
+    fn clock(&self) -> &Clock {
+        &self.clock
+    }
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Bytes>, StoreError>> {
         Box::pin(async move {
             let v: Option<Vec<u8>> = self.run(redis::Cmd::get(self.key(key))).await?;
@@ -253,15 +322,18 @@ mod tests {
     #[tokio::test]
     async fn memory_store_expires_takes_and_locks() {
         let s = MemorySessionStore::new(1 << 20);
+        s.clock().freeze();
         s.set("a", Bytes::from_static(b"1"), Duration::from_millis(50)).await.unwrap();
         assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        s.clock().advance(Duration::from_millis(49));
+        assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"1"[..]), "alive until its end");
+        s.clock().advance(Duration::from_millis(1));
         assert_eq!(s.get("a").await.unwrap(), None);
 
         s.set("t", Bytes::from_static(b"v"), Duration::from_millis(60)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        s.clock().advance(Duration::from_millis(40));
         s.touch("t", Duration::from_millis(60)).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        s.clock().advance(Duration::from_millis(40));
         assert_eq!(s.get("t").await.unwrap().as_deref(), Some(&b"v"[..]), "touched: still there");
         s.touch("gone", Duration::from_secs(5)).await.unwrap();
         assert_eq!(s.get("gone").await.unwrap(), None, "touch creates nothing");

@@ -4,6 +4,10 @@ use super::*;
 use crate::config::{IdentityConfig, OAuthClientConfig, OutboundConfig};
 
 fn client_with(secret: &str) -> OAuthClient {
+    client_at("https://app.example.com", secret)
+}
+
+fn client_at(public_url: &str, secret: &str) -> OAuthClient {
     let dir = std::env::temp_dir().join(format!("atgate-cookie-{}", random_id()));
     std::fs::write(&dir, secret).unwrap();
     let mut config = OAuthClientConfig::with_scope("atproto");
@@ -15,7 +19,7 @@ fn client_with(secret: &str) -> OAuthClient {
     }));
     let net = crate::net::Outbound::new(OutboundConfig::default());
     let resolver = crate::identity::Resolver::new(&IdentityConfig::default(), net.clone());
-    let url = url::Url::parse("https://app.example.com").unwrap();
+    let url = url::Url::parse(public_url).unwrap();
     let client = OAuthClient::build(&config, &url, resolver, net, None).unwrap();
     let _ = std::fs::remove_file(dir);
     client
@@ -23,7 +27,7 @@ fn client_with(secret: &str) -> OAuthClient {
 
 fn with_cookie(value: &str) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(header::COOKIE, HeaderValue::from_str(&format!("other=1; atgate_session={value}; x=y")).unwrap());
+    h.insert(header::COOKIE, HeaderValue::from_str(&format!("other=1; __Host-atgate_session={value}; x=y")).unwrap());
     h
 }
 
@@ -63,6 +67,8 @@ proptest! {
         let c = client_with("0123456789abcdef0123456789abcdef");
         let id = b64url(&[7u8; 32]);
         let value = c.sign("session", &id);
+        let untouched = with_cookie(&value);
+        prop_assert_eq!(c.session_id(&untouched), Some(id.as_str()), "the untouched cookie is accepted");
         let mut bytes = value.clone().into_bytes();
         let pos = pos % bytes.len();
         prop_assume!(bytes[pos] != byte && byte != b';' && byte != b',');
@@ -99,6 +105,34 @@ fn state_changing_requests_must_come_from_this_origin() {
     assert!(same_origin(&c, &Method::PUT, &h).is_ok());
     h.insert(header::ORIGIN, HeaderValue::from_static("null"));
     assert_eq!(same_origin(&c, &Method::POST, &h), Err(FlowError::Csrf));
+    // Fetch Metadata overrules a matching Origin.
+    h.insert(header::ORIGIN, HeaderValue::from_static("https://app.example.com"));
+    for site in ["cross-site", "same-site"] {
+        h.insert("sec-fetch-site", HeaderValue::from_static(site));
+        assert_eq!(same_origin(&c, &Method::POST, &h), Err(FlowError::Csrf), "{site}");
+    }
+    h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+    assert!(same_origin(&c, &Method::POST, &h).is_ok());
+}
+
+#[test]
+fn secure_cookies_carry_the_host_prefix_and_path_slash() {
+    let c = client_with("0123456789abcdef0123456789abcdef");
+    assert_eq!((c.session_cookie_name(), c.flow_cookie()), ("__Host-atgate_session", "__Host-atgate_session_flow"));
+    assert_eq!(c.flow_cookie_path(), "/", "__Host- requires Path=/");
+    assert_eq!(
+        c.own_cookie_names(),
+        ["__Host-atgate_session", "__Host-atgate_session_flow", "atgate_session", "atgate_session_flow"]
+    );
+    // Over http the prefix would make browsers drop the cookie: plain names.
+    let plain = client_at("http://127.0.0.1:8080", "0123456789abcdef0123456789abcdef");
+    assert_eq!((plain.session_cookie_name(), plain.flow_cookie()), ("atgate_session", "atgate_session_flow"));
+    assert_eq!(plain.flow_cookie_path(), "/oauth/callback");
+    assert_eq!(plain.own_cookie_names(), c.own_cookie_names(), "stripped under every spelling either way");
+    // A session cookie under the bare name is not this client's session.
+    let mut h = HeaderMap::new();
+    h.insert(header::COOKIE, HeaderValue::from_str(&format!("atgate_session={}", c.sign("session", "abc"))).unwrap());
+    assert_eq!(c.session_id(&h), None);
 }
 
 #[test]
@@ -107,8 +141,10 @@ fn own_cookies_never_reach_the_upstream() {
     let mut h = HeaderMap::new();
     h.append(header::COOKIE, HeaderValue::from_static("theme=dark; atgate_session=abc.def"));
     h.append(header::COOKIE, HeaderValue::from_static("atgate_session_flow=x; lang=en"));
+    h.append(header::COOKIE, HeaderValue::from_static("__Host-atgate_session=a; __HOST-ATGATE_SESSION_FLOW=b; id=1"));
+    h.append(header::COOKIE, HeaderValue::from_static("Atgate_Session=c;__host-atgate_session_flow=d"));
     strip_own_cookies(&c, &mut h);
-    assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["theme=dark; lang=en"]);
+    assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["theme=dark; lang=en; id=1"]);
     let mut only = with_cookie("abc.def");
     only.insert(header::COOKIE, HeaderValue::from_static("atgate_session=abc.def"));
     strip_own_cookies(&c, &mut only);

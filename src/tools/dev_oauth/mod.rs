@@ -2,8 +2,13 @@
 //! reference provider is: PAR required, PKCE S256, DPoP with server nonces on every
 //! endpoint, `private_key_jwt` client authentication checked against the client's
 //! published JWKS, single-use codes and refresh tokens (a reused refresh token is
-//! refused and counted), revocation, and `/xrpc/*` as a DPoP-protected resource. For
-//! `atgate demo`, tests and trying a deployment; never for production.
+//! refused and counted), revocation, and `/xrpc/*` as a DPoP-protected resource. Its
+//! client manager ([`clients`]) checks client ids, metadata and JWKS as the reference
+//! does (content types included), with the reference's dev-mode allowance for local
+//! client ids only when [`ClientIds::AllowLocal`] is asked for. For `atgate demo`, tests
+//! and trying a deployment; never for production.
+
+pub mod clients;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -25,6 +30,7 @@ use crate::body::{self, Body};
 use crate::jose::sign::random_id;
 use crate::jose::{Alg, Jwk, jws, sha256_b64url};
 use crate::net::Outbound;
+pub use clients::ClientIds;
 
 /// What `/oauth/authorize` does with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +78,13 @@ pub struct Counters {
     pub revocations: AtomicU64,
     /// Resource requests served.
     pub resource_requests: AtomicU64,
+    /// Client metadata fetches (client ids that passed the id rules).
+    pub client_fetches: AtomicU64,
 }
 
 struct State {
     origin: String,
+    client_ids: ClientIds,
     nonces: Nonces,
     keys: KeyCache,
     net: Outbound,
@@ -106,8 +115,9 @@ impl std::fmt::Debug for DevOAuth {
 }
 
 impl DevOAuth {
-    /// Starts serving on `addr` (use `127.0.0.1:0`).
-    pub async fn spawn(addr: SocketAddr) -> std::io::Result<DevOAuth> {
+    /// Starts serving on `addr` (use `127.0.0.1:0`), taking the `client_ids` given:
+    /// [`ClientIds::AllowLocal`] for a client on loopback (tests, the demo).
+    pub async fn spawn(addr: SocketAddr, client_ids: ClientIds) -> std::io::Result<DevOAuth> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         let mut secret = [0u8; 32];
@@ -116,6 +126,7 @@ impl DevOAuth {
             crate::config::OutboundConfig { allow_private_addresses: true, allow_http: true, ..Default::default() };
         let state = Arc::new(State {
             origin: format!("http://{local}"),
+            client_ids,
             nonces: Nonces::new(&secret, std::time::Duration::from_secs(60)),
             keys: KeyCache::new(1000),
             net: Outbound::new(policy),
@@ -262,6 +273,9 @@ async fn route(state: &State, parts: &http::request::Parts, body: Bytes) -> Resp
     }
 }
 
+/// The grants this server supports (a client may register no others).
+const GRANT_TYPES: [&str; 2] = ["authorization_code", "refresh_token"];
+
 fn metadata(origin: &str) -> Value {
     json!({
         "issuer": origin,
@@ -271,7 +285,7 @@ fn metadata(origin: &str) -> Value {
         "token_endpoint": format!("{origin}/oauth/token"),
         "revocation_endpoint": format!("{origin}/oauth/revoke"),
         "response_types_supported": ["code"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": GRANT_TYPES,
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none", "private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
@@ -304,31 +318,30 @@ fn bad_proof() -> Response<Body> {
     oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", "DPoP proof required")
 }
 
-/// `private_key_jwt`: the assertion verifies with a key from the client's published
-/// JWKS and names the client and this server; its `jti` is single use.
+/// `private_key_jwt`: the client loads as the reference's client manager loads it
+/// ([`clients::load`]: 400 `invalid_client_metadata` otherwise), and the assertion
+/// verifies with a key from its JWKS, names the client and this server, is at most a
+/// minute old (`CLIENT_ASSERTION_MAX_AGE`) and its `jti` is single use.
 async fn client_auth(state: &State, form: &HashMap<String, String>) -> Result<Value, Box<Response<Body>>> {
     let refuse = |m: &str| Box::new(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", m));
     let client_id = form.get("client_id").ok_or_else(|| refuse("client_id required"))?;
+    let refused = |r: clients::Refusal| Box::new(oauth_error(StatusCode::BAD_REQUEST, r.error, &r.description));
+    let url = clients::check_client_id(client_id, state.client_ids).map_err(refused)?;
+    state.counters.client_fetches.fetch_add(1, Ordering::SeqCst);
+    let client = clients::load(&state.net, client_id, &url, state.client_ids, &GRANT_TYPES).await.map_err(refused)?;
+    if client.metadata.get("token_endpoint_auth_method").and_then(Value::as_str) != Some("private_key_jwt") {
+        return Err(refuse("this server serves confidential clients only"));
+    }
     if form.get("client_assertion_type").map(String::as_str)
         != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
     {
         return Err(refuse("client_assertion_type must be jwt-bearer"));
     }
     let assertion = form.get("client_assertion").ok_or_else(|| refuse("client_assertion required"))?;
-    let url = url::Url::parse(client_id).map_err(|_| refuse("client_id is not a URL"))?;
-    let meta = state.net.get_json(&url).await.map_err(|_| refuse("client metadata unavailable"))?;
-    if meta.get("client_id").and_then(Value::as_str) != Some(client_id.as_str())
-        || meta.get("token_endpoint_auth_method").and_then(Value::as_str) != Some("private_key_jwt")
-        || meta.get("dpop_bound_access_tokens") != Some(&Value::Bool(true))
-    {
-        return Err(refuse("client metadata is not a confidential atproto client"));
-    }
-    let jwks_uri = meta.get("jwks_uri").and_then(Value::as_str).ok_or_else(|| refuse("no jwks_uri"))?;
-    let jwks_url = url::Url::parse(jwks_uri).map_err(|_| refuse("bad jwks_uri"))?;
-    let jwks = state.net.get_json(&jwks_url).await.map_err(|_| refuse("client JWKS unavailable"))?;
     let parsed = jws::parse(assertion).map_err(|_| refuse("malformed client assertion"))?;
     let kid = parsed.header.kid.as_deref().ok_or_else(|| refuse("client assertion has no kid"))?;
-    let jwk = jwks
+    let jwk = client
+        .jwks
         .get("keys")
         .and_then(Value::as_array)
         .and_then(|keys| keys.iter().find(|k| k.get("kid").and_then(Value::as_str) == Some(kid)))
@@ -347,11 +360,14 @@ async fn client_auth(state: &State, form: &HashMap<String, String>) -> Result<Va
     if c.get("exp").and_then(Value::as_u64).is_none_or(|e| e < now()) {
         return Err(refuse("client assertion expired"));
     }
+    if c.get("iat").and_then(Value::as_u64).is_none_or(|iat| iat > now() || now() - iat > 60) {
+        return Err(refuse("client assertion iat missing, in the future or older than a minute"));
+    }
     let jti = text("jti").ok_or_else(|| refuse("client assertion has no jti"))?;
     if !state.seen_jtis.lock().insert(format!("client:{jti}")) {
         return Err(refuse("client assertion replayed"));
     }
-    Ok(meta)
+    Ok(client.metadata)
 }
 
 async fn par(state: &State, parts: &http::request::Parts, form: &HashMap<String, String>) -> Response<Body> {
