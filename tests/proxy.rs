@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use atgate::app::Gateway;
 use atgate::body;
+use atgate::config::Config;
 use common::*;
 use http::{Method, Request, StatusCode, Version};
 
@@ -231,11 +232,17 @@ async fn body_limits_are_413() {
 async fn large_bodies_stream_with_bounded_memory() {
     let received = Arc::new(AtomicU64::new(0));
     let up = streaming_upstream(received.clone()).await;
-    let config = config_with(
-        "limits: { max_body: 1GiB }",
-        &[("up", up)],
-        "  - { name: all, match: { path: / }, upstream: up, auth: none }\n",
-    );
+    // Generous timeouts: the test is about memory, and a loaded machine running a debug
+    // build may take a while to move 512 MiB (the upstream answers after the whole upload).
+    let config = Config::parse(
+        &format!(
+            "listen: 127.0.0.1:0\nlog: {{ level: warn }}\nlimits: {{ max_body: 1GiB, request_timeout: 1h }}\n\
+             upstreams:\n  up: {{ url: \"http://{up}\", timeout: 1h }}\n\
+             routes:\n  - {{ name: all, match: {{ path: / }}, upstream: up, auth: none }}\n"
+        ),
+        "test.yaml",
+    )
+    .unwrap();
     let gw = Gateway::start(config).await.unwrap();
     let addr = gw.addrs()[0];
     const SIZE: u64 = 256 << 20;
@@ -304,10 +311,10 @@ async fn http2_prior_knowledge_is_served() {
 
 #[tokio::test]
 async fn overload_is_503_with_retry_after() {
-    let slow = slow_upstream(Duration::from_millis(500)).await;
+    let mut held = GatedUpstream::start().await;
     let config = config_with(
         "limits: { max_concurrent_requests: 1 }",
-        &[("slow", slow)],
+        &[("slow", held.addr)],
         "  - { name: all, match: { path: / }, upstream: slow, auth: none }\n",
     );
     let gw = Gateway::start(config).await.unwrap();
@@ -316,11 +323,13 @@ async fn overload_is_503_with_retry_after() {
         let url = url.clone();
         async move { send(&client(), get(url, &[])).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first request holds the one slot until the upstream is opened.
+    held.arrived().await;
     let (res, body) = send(&client(), get(url, &[])).await;
     assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers["retry-after"], "1");
     assert_eq!(json(&body)["error"], "Overloaded");
+    held.open();
     assert_eq!(first.await.unwrap().0.status, StatusCode::OK);
 }
 
@@ -349,20 +358,19 @@ async fn admin_endpoints_and_metrics() {
 
 #[tokio::test]
 async fn graceful_shutdown_drains_in_flight_requests() {
-    let slow = slow_upstream(Duration::from_millis(800)).await;
-    let gw = gateway_to(slow).await;
+    let mut held = GatedUpstream::start().await;
+    let gw = gateway_to(held.addr).await;
     let addr = gw.addrs()[0];
-    let admin = gw.admin_addr().unwrap();
     let in_flight = tokio::spawn(async move { send(&client(), get(format!("http://{addr}/"), &[])).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    held.arrived().await;
     gw.shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // New connections are refused while the old request finishes.
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener still accepting");
-    let _ = admin;
+    // New connections are refused while the old request is held (the listener closes as
+    // the drain starts; polled, since shutdown is a signal to the accept loop).
+    eventually("listener closed", || async { tokio::net::TcpStream::connect(addr).await.is_err().then_some(()) }).await;
+    held.open();
     let (res, body) = in_flight.await.unwrap();
     assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(body, "slow");
+    assert_eq!(body, "held");
     assert!(gw.wait().await, "did not drain in time");
 }
 
