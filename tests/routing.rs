@@ -87,7 +87,8 @@ struct Answer {
 
 async fn send_raw(addr: SocketAddr, method: &str, target: &str, host: &str) -> Answer {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw).await;
@@ -100,7 +101,13 @@ async fn send_raw(addr: SocketAddr, method: &str, target: &str, host: &str) -> A
             k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
         })
     };
-    Answer { status, handler: header("x-handler"), identity: header("x-identity"), host: header("x-host"), body: body.to_owned() }
+    Answer {
+        status,
+        handler: header("x-handler"),
+        identity: header("x-identity"),
+        host: header("x-host"),
+        body: body.to_owned(),
+    }
 }
 
 /// Handlers behind protected routes in [`routes`]; everything else is public.
@@ -192,7 +199,11 @@ fn spellings(method: &str, path: &str) -> Vec<(&'static str, String, String)> {
         ("backslash", m(method), format!("{dir}\\{last}")),
         ("HEAD", m(if method == "GET" { "HEAD" } else { method }), m(path)),
         ("lower-case method", method.to_ascii_lowercase(), m(path)),
-        ("upper case + HEAD", m(if method == "GET" { "HEAD" } else { method }), format!("{}/", path.to_ascii_uppercase())),
+        (
+            "upper case + HEAD",
+            m(if method == "GET" { "HEAD" } else { method }),
+            format!("{}/", path.to_ascii_uppercase()),
+        ),
     ]
 }
 
@@ -239,7 +250,9 @@ async fn no_spelling_reaches_a_protected_handler_without_identity() {
     }
 
     // Public routes still reach their handlers, in every accepted spelling.
-    for target in ["/xrpc/app.bsky.feed.getTimeline", "/XRPC/app.bsky.feed.getTimeline/", "/xrpc/app.bsky.feed.getTimelin%65"] {
+    for target in
+        ["/xrpc/app.bsky.feed.getTimeline", "/XRPC/app.bsky.feed.getTimeline/", "/xrpc/app.bsky.feed.getTimelin%65"]
+    {
         let a = send_raw(gw_addr, "GET", target, "localhost").await;
         assert_eq!((a.status, a.handler.as_deref()), (200, Some("app.bsky.feed.getTimeline")), "{target}");
     }

@@ -419,7 +419,9 @@ impl Stage for Router {
             // Host and target are checked on every request that carries both, even when
             // no route has a host pattern; parsed only when a route or upstream needs it.
             let needs_host = table.uses_hosts() || table.preserves_host();
-            let host = match needs_host || (req.uri().authority().is_some() && req.headers().contains_key(http::header::HOST)) {
+            let host = match needs_host
+                || (req.uri().authority().is_some() && req.headers().contains_key(http::header::HOST))
+            {
                 true => request_host(req.uri(), req.headers())?,
                 false => None,
             };

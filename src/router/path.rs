@@ -206,7 +206,8 @@ mod tests {
 
     #[test]
     fn normal_paths_borrow() {
-        for p in ["/", "/a", "/a/b/", "/xrpc/com.example.getThing", "/xrpc/com.example.getThing/", "/a.b/c.d", "/a%C3%A9"]
+        for p in
+            ["/", "/a", "/a/b/", "/xrpc/com.example.getThing", "/xrpc/com.example.getThing/", "/a.b/c.d", "/a%C3%A9"]
         {
             assert!(matches!(normalize(p), Ok(Cow::Borrowed(_))), "{p}");
         }

@@ -125,9 +125,7 @@ impl PathPattern {
     pub fn matches(&self, path: &str) -> bool {
         match self {
             PathPattern::Exact(p) => p.eq_ignore_ascii_case(trim_slash(path)),
-            PathPattern::Prefix(p) => {
-                starts_with_fold(path, p) || p[..p.len() - 1].eq_ignore_ascii_case(path)
-            }
+            PathPattern::Prefix(p) => starts_with_fold(path, p) || p[..p.len() - 1].eq_ignore_ascii_case(path),
             PathPattern::Glob(g) => glob_match(g.as_bytes(), trim_slash(path).as_bytes(), fold_eq),
         }
     }
@@ -207,7 +205,9 @@ fn never_matches(text: &str) -> Option<String> {
             Some(format!("under /xrpc/ a trailing / is ignored (write \"/xrpc/{nsid}\")"))
         }
         [] => Some("a request for /xrpc is refused (write /xrpc/ for every XRPC method)".into()),
-        _ => Some("under /xrpc/ a path is one NSID, like /xrpc/com.example.getThing; other requests are refused".into()),
+        _ => {
+            Some("under /xrpc/ a path is one NSID, like /xrpc/com.example.getThing; other requests are refused".into())
+        }
     }
 }
 
@@ -371,9 +371,9 @@ impl MatchKey {
     /// Whether the method is allowed. HEAD is allowed where GET is: Express (and most
     /// frameworks) run a GET handler for HEAD, so HEAD must be decided as GET would be.
     pub fn allows(&self, method: &http::Method) -> bool {
-        self.methods.as_ref().is_none_or(|ms| {
-            ms.contains(method) || (method == http::Method::HEAD && ms.contains(&http::Method::GET))
-        })
+        self.methods
+            .as_ref()
+            .is_none_or(|ms| ms.contains(method) || (method == http::Method::HEAD && ms.contains(&http::Method::GET)))
     }
 }
 
