@@ -211,7 +211,10 @@ impl Validator<'_> {
                 .enumerate()
                 .filter_map(|(i, d)| {
                     v.check(d, format!("{field}.{name}[{i}]"), |t| {
-                        if is_did(t) { Ok(t.clone()) } else { Err(format!("invalid DID {t:?}")) }
+                        // Compared with the canonical DIDs principals carry.
+                        crate::identity::canonical(t).map(|c| c.into_owned()).map_err(|_| {
+                            format!("invalid DID {t:?} (did:plc identifiers are lower case)")
+                        })
                     })
                 })
                 .collect()
