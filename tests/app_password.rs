@@ -85,7 +85,13 @@ impl Setup {
     }
 
     /// A request from client address `ip` (as the trusted proxy reports it).
-    async fn call_from(&self, path: &str, handle: &str, password: &str, ip: &str) -> (StatusCode, http::HeaderMap, Value) {
+    async fn call_from(
+        &self,
+        path: &str,
+        handle: &str,
+        password: &str,
+        ip: &str,
+    ) -> (StatusCode, http::HeaderMap, Value) {
         let req = get(
             format!("http://{}{path}", self.gw.addrs()[0]),
             &[("x-atproto-handle", handle), ("x-atproto-password", password), ("x-forwarded-for", ip)],

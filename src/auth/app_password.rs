@@ -202,11 +202,7 @@ impl Sessions {
 
     /// Authenticates a request's app-password headers, sent from `client` (the client
     /// address the failure cap counts by).
-    pub async fn authenticate(
-        &self,
-        creds: &AppPasswordHeaders,
-        client: IpAddr,
-    ) -> Result<Arc<AppSession>, AuthError> {
+    pub async fn authenticate(&self, creds: &AppPasswordHeaders, client: IpAddr) -> Result<Arc<AppSession>, AuthError> {
         let bad = |m| AuthError::AppPassword(LoginError::Invalid(m));
         let (Some(identifier), Some(password)) = (&creds.identifier, &creds.password) else {
             return Err(bad("both the handle and the app password headers are required"));

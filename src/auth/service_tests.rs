@@ -385,7 +385,8 @@ async fn did_web_spellings_are_one_identity() {
     let mut c = json!({"iat": now, "iss": web, "aud": aud, "exp": now + 60, "lxm": LXM, "jti": "same"});
     let header = json!({"typ": "JWT", "alg": "ES256"});
     let sign_p256 = |c: &Value| {
-        let input = format!("{}.{}", jose::b64url(header.to_string().as_bytes()), jose::b64url(c.to_string().as_bytes()));
+        let input =
+            format!("{}.{}", jose::b64url(header.to_string().as_bytes()), jose::b64url(c.to_string().as_bytes()));
         format!("{input}.{}", jose::b64url(&key.sign_bytes(input.as_bytes())))
     };
     f.check_at(&sign_p256(&c), LXM, now).await.unwrap();

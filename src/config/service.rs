@@ -212,9 +212,9 @@ impl Validator<'_> {
                 .filter_map(|(i, d)| {
                     v.check(d, format!("{field}.{name}[{i}]"), |t| {
                         // Compared with the canonical DIDs principals carry.
-                        crate::identity::canonical(t).map(|c| c.into_owned()).map_err(|_| {
-                            format!("invalid DID {t:?} (did:plc identifiers are lower case)")
-                        })
+                        crate::identity::canonical(t)
+                            .map(|c| c.into_owned())
+                            .map_err(|_| format!("invalid DID {t:?} (did:plc identifiers are lower case)"))
                     })
                 })
                 .collect()

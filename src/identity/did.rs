@@ -224,7 +224,10 @@ mod tests {
             ("did:web:localhost%3A2583", port),
             ("did:web:Example.com:User:Alice", "did:web:example.com:User:Alice"),
             ("did:plc:ewvi7nxzyoun6zhxrhs64oiz", "did:plc:ewvi7nxzyoun6zhxrhs64oiz"),
-            ("did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme", "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme"),
+            (
+                "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme",
+                "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme",
+            ),
         ] {
             assert_eq!(canonical(input).as_deref(), Ok(expected), "{input}");
             assert_eq!(is_canonical(input), input == expected, "{input}");

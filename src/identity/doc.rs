@@ -115,7 +115,9 @@ mod tests {
         assert_eq!(DidDoc::parse(DID, &json!([])).unwrap_err(), DocError::NotObject);
         assert_eq!(DidDoc::parse("did:plc:other", &spec_doc()).unwrap_err(), DocError::IdMismatch);
         // A document naming itself in another spelling is refused, whatever was asked for.
-        for (asked, id) in [("did:web:example.com", "did:web:EXAMPLE.com"), ("did:web:EXAMPLE.com", "did:web:EXAMPLE.com")] {
+        for (asked, id) in
+            [("did:web:example.com", "did:web:EXAMPLE.com"), ("did:web:EXAMPLE.com", "did:web:EXAMPLE.com")]
+        {
             let doc = json!({"id": id});
             assert_eq!(DidDoc::parse(asked, &doc).unwrap_err(), DocError::IdNotCanonical, "{asked}");
         }

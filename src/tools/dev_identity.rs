@@ -387,7 +387,10 @@ async fn pds_handle(state: &PdsState, req: Request<Incoming>) -> Response<Body> 
     let bearer = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     let invalid = || {
-        reply(StatusCode::UNAUTHORIZED, json!({"error": "AuthenticationRequired", "message": "Invalid identifier or password"}))
+        reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "AuthenticationRequired", "message": "Invalid identifier or password"}),
+        )
     };
     match path.as_str() {
         "/xrpc/com.atproto.server.createSession" => {
@@ -398,14 +401,20 @@ async fn pds_handle(state: &PdsState, req: Request<Incoming>) -> Response<Body> 
                 permit.forget();
             }
             if let Some(retry) = *state.retry_after.read() {
-                let mut res = reply(StatusCode::TOO_MANY_REQUESTS, json!({"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"}));
+                let mut res = reply(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    json!({"error": "RateLimitExceeded", "message": "Rate Limit Exceeded"}),
+                );
                 res.headers_mut().insert(header::RETRY_AFTER, retry.into());
                 return res;
             }
             let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let (Some(identifier), Some(password)) = (request["identifier"].as_str(), request["password"].as_str())
             else {
-                return reply(StatusCode::BAD_REQUEST, json!({"error": "InvalidRequest", "message": "Input must have the property \"identifier\""}));
+                return reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "InvalidRequest", "message": "Input must have the property \"identifier\""}),
+                );
             };
             // The reference lower-cases the identifier and takes a handle or a DID.
             let identifier = identifier.to_ascii_lowercase();
@@ -434,13 +443,19 @@ async fn pds_handle(state: &PdsState, req: Request<Incoming>) -> Response<Body> 
                 state.accounts.read().iter().find(|a| a.did == did).cloned()
             });
             match account {
-                Some(_) if state.refresh_revoked.load(Ordering::SeqCst) => {
-                    reply(StatusCode::BAD_REQUEST, json!({"error": "ExpiredToken", "message": "Token has been revoked"}))
-                }
+                Some(_) if state.refresh_revoked.load(Ordering::SeqCst) => reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "ExpiredToken", "message": "Token has been revoked"}),
+                ),
                 Some(account) => reply(StatusCode::OK, pds_session(state, &account)),
-                None => reply(StatusCode::BAD_REQUEST, json!({"error": "InvalidToken", "message": "Token could not be verified"})),
+                None => reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "InvalidToken", "message": "Token could not be verified"}),
+                ),
             }
         }
-        _ => reply(StatusCode::NOT_FOUND, json!({"error": "MethodNotImplemented", "message": "Method Not Implemented"})),
+        _ => {
+            reply(StatusCode::NOT_FOUND, json!({"error": "MethodNotImplemented", "message": "Method Not Implemented"}))
+        }
     }
 }
