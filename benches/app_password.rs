@@ -16,6 +16,8 @@ use http_body_util::BodyExt;
 use serde_json::json;
 
 const DID: &str = "did:plc:ewvi7nxzyoun6zhxrhs64oiz";
+/// The client address the failure cap counts by.
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// A PDS that opens a 2-hour app-password session for anyone.
 async fn pds() -> std::net::SocketAddr {
@@ -66,9 +68,9 @@ fn bench(c: &mut Criterion) {
     });
     let creds =
         AppPasswordHeaders { identifier: Some("alice.test".into()), password: Some("abcd-efgh-ijkl-mn23".into()) };
-    assert_eq!(rt.block_on(sessions.authenticate(&creds)).unwrap().did, DID); // the one login
+    assert_eq!(rt.block_on(sessions.authenticate(&creds, LOOPBACK)).unwrap().did, DID); // the one login
     c.bench_function("app_password/cached_session", |b| {
-        b.iter(|| rt.block_on(sessions.authenticate(black_box(&creds))).unwrap())
+        b.iter(|| rt.block_on(sessions.authenticate(black_box(&creds), LOOPBACK)).unwrap())
     });
 }
 

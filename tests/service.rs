@@ -46,11 +46,15 @@ service_auth: {{ did: {SERVICE}, service_id: example_svc, service_type: ExampleS
   - { name: both, match: { path: /both/ }, upstream: up, auth: [dpop, service_auth], lxm: com.example.getThing }
   - { name: internal, match: { path: /internal/ }, upstream: up, auth: service_auth, lxm: com.example.getThing, allow_dids: [did:plc:bbbbbbbbbbbbbbbbbbbbbbbb] }
 ";
+    let routes = format!(
+        "{routes}  - {{ name: deny-web, match: {{ path: /deny-web/ }}, upstream: up, auth: service_auth, lxm: com.example.getThing, deny_dids: [\"{}\"] }}\n",
+        host.web_did()
+    );
     // The mixed route needs a trusted OAuth issuer.
     let issuer = atgate::tools::dev_issuer::DevIssuer::spawn(loopback()).await.unwrap();
     let top =
         format!("{top}issuers:\n  - {{ issuer: \"{}\", discovery: true, audiences: [{SERVICE}] }}\n", issuer.issuer());
-    let config = config_with(&top, &[("up", up)], routes);
+    let config = config_with(&top, &[("up", up)], &routes);
     let gw = Gateway::start(config).await.unwrap();
     Setup { gw, host, alice, dns_queries }
 }
@@ -175,6 +179,24 @@ async fn did_web_issuers_resolve_over_http_on_localhost() {
     let (parts, body) = s.call("/xrpc/com.example.getThing", &key.service_jwt(&web, AUD, Some(LXM), 60)).await;
     assert_eq!(parts.status, StatusCode::OK, "{body}");
     assert_eq!(body["headers"]["x-atproto-did"], web.as_str());
+}
+
+#[tokio::test]
+async fn did_web_issuers_have_one_canonical_spelling() {
+    let s = setup().await;
+    let web = s.host.web_did().to_owned();
+    let shouted = web.replace("localhost%3A", "LocalHost%3a");
+    let key = DidKey::p256();
+    s.host.publish(&web, did_document(&web, &key, None, "https://pds.example.com"));
+    // Another spelling of the issuer: the same identity, injected canonically.
+    let (parts, body) = s.call("/xrpc/com.example.getThing", &key.service_jwt(&shouted, AUD, Some(LXM), 60)).await;
+    assert_eq!(parts.status, StatusCode::OK, "{body}");
+    assert_eq!(body["headers"]["x-atproto-did"], web.as_str());
+    // A deny list naming the canonical DID refuses it in any spelling.
+    for iss in [&web, &shouted] {
+        let (parts, body) = s.call("/deny-web/x", &key.service_jwt(iss, AUD, Some(LXM), 60)).await;
+        assert_eq!((parts.status, error_of(&body).0), (StatusCode::FORBIDDEN, "Forbidden"), "{iss}");
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ pub mod issuer;
 pub mod service;
 pub mod token;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,7 +86,9 @@ impl Principal {
             Principal::AppPassword(session) => {
                 put(&names.did, &session.did);
                 put(&names.auth, self.kind());
-                put(&names.handle, &session.handle);
+                if let Some(handle) = &session.handle {
+                    put(&names.handle, handle);
+                }
             }
             Principal::Session(session) => {
                 put(&names.did, &session.did);
@@ -160,7 +163,9 @@ pub async fn authenticate(
             Some(_) if req.headers.contains_key(header::AUTHORIZATION) => return Err(AuthError::Ambiguous),
             Some(creds) => {
                 let sessions = runtime.sessions.as_ref().ok_or(AuthError::NotRouted)?;
-                let session = sessions.authenticate(creds).await?;
+                // Failed logins are capped per client address (the first untrusted hop).
+                let client = req.extensions.get::<ClientInfo>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.ip);
+                let session = sessions.authenticate(creds, client).await?;
                 if !route.policy.admits(&session.did) {
                     return Err(AuthError::Denied);
                 }

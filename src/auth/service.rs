@@ -109,6 +109,9 @@ impl ServiceError {
     }
 }
 
+/// Longest a `(iss, jti)` pair is remembered; a token that would need longer is refused.
+const MAX_REPLAY_TTL: Duration = Duration::from_secs(366 * 86_400);
+
 /// What the service-auth path needs: the rules, the accepted audiences, the resolver.
 #[derive(Debug)]
 pub struct ServiceVerifier {
@@ -218,7 +221,12 @@ pub async fn verify(
         Some(l) if l != expect.lxm => return Err(bad(ServiceError::Lxm(expect.lxm.to_owned()))),
         Some(_) => {}
     }
-    let (did, fragment) = split_fragment(iss).ok_or(bad(ServiceError::Iss))?;
+    let (sent_did, fragment) = split_fragment(iss).ok_or(bad(ServiceError::Iss))?;
+    // One spelling per identity for the policy, the replay key, the rate limits and the
+    // injected header: `did:web:EXAMPLE.com` is `did:web:example.com`, an upper-case
+    // `did:plc` is no DID at all.
+    let canonical = crate::identity::canonical(sent_did).map_err(|_| bad(ServiceError::Iss))?;
+    let did = canonical.as_ref();
     if expect.single_use && jti.is_none() {
         return Err(bad(ServiceError::JtiMissing));
     }
@@ -227,7 +235,8 @@ pub async fn verify(
     }
     let key_id = match (&jws.header.kid, fragment) {
         (Some(kid), _) => {
-            let kid = kid.strip_prefix(did).unwrap_or(kid).strip_prefix('#').unwrap_or(kid);
+            let kid = kid.strip_prefix(sent_did).or_else(|| kid.strip_prefix(did)).unwrap_or(kid);
+            let kid = kid.strip_prefix('#').unwrap_or(kid);
             if !cfg.key_ids.iter().any(|k| k == kid) {
                 return Err(bad(ServiceError::NoKey));
             }
@@ -260,8 +269,14 @@ pub async fn verify(
     if expect.single_use
         && let Some(jti) = jti
     {
-        // Remember the pair until the token expires (and a second more for rounding).
-        let ttl = Duration::from_secs_f64((exp - now_f).max(0.0) + 1.0);
+        // Remember the pair until the token expires (and a second more for rounding). The
+        // checks above bound `exp - now` by `iat_skew + max`; should the configuration
+        // make that longer than a store can remember, the token is refused, and no float
+        // the token chose reaches a panicking conversion (`from_secs_f64`, `Instant + ttl`).
+        let ttl = Duration::try_from_secs_f64((exp - now_f).max(0.0) + 1.0)
+            .ok()
+            .filter(|ttl| *ttl <= MAX_REPLAY_TTL)
+            .ok_or(bad(ServiceError::Lifetime))?;
         match replay.insert_if_absent(replay_key("service-jwt", &[did, jti]), ttl).await {
             Ok(true) => {}
             Ok(false) => return Err(bad(ServiceError::Replayed)),

@@ -286,13 +286,17 @@ async fn key_rotation_and_forced_refresh_limits() {
 #[tokio::test]
 async fn resolution_failures() {
     let key = k256_key();
-    let f = Fixture::with(&key, |_, i| i.fresh = Duration::from_millis(1)).await;
+    // Documents are stale at once: every hit starts a background refetch.
+    let f = Fixture::with(&key, |_, i| i.fresh = Duration::ZERO).await;
     // Cached, then the directory goes down: the stale document keeps serving.
     f.check(K256_LOW).await.unwrap();
     f.host.set_down(true);
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    let fetched = f.host.fetches();
     f.check(K256_HIGH).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await; // the failed background refresh
+    // The failed background refetch (waited for by its arrival, not by time) keeps it.
+    while f.host.fetches() == fetched {
+        tokio::task::yield_now().await;
+    }
     let t = sign(&key, &json!({"typ": "JWT", "alg": "ES256K"}), &claims(T));
     f.check(&t).await.unwrap();
 
@@ -351,6 +355,115 @@ async fn policy_lists() {
     assert!(matches!(f.check(K256_LOW).await, Err(AuthError::Denied)));
     f.policy = PrincipalPolicy { allow_pds: Some(vec!["https://pds.example.com".into()]), ..Default::default() };
     f.check(K256_LOW).await.unwrap();
+}
+
+/// A fixture whose document host serves its own `did:web` with `id` spelled `doc_id`.
+async fn web_fixture(key: &DidKey, doc_id: impl FnOnce(&str) -> String) -> (Fixture, String) {
+    let f = Fixture::new(key).await;
+    let web = f.host.web_did().to_owned();
+    f.host.publish(&web, did_document(&doc_id(&web), key, None, "https://pds.example.com"));
+    (f, web)
+}
+
+/// `did:web:localhost%3A<port>` spelled with upper-case host and lower-case escape.
+fn shouted(web: &str) -> String {
+    web.replace("localhost%3A", "LocalHost%3a")
+}
+
+#[tokio::test]
+async fn did_web_spellings_are_one_identity() {
+    let key = DidKey::p256();
+    let (mut f, web) = web_fixture(&key, str::to_owned).await;
+    let now = crate::auth::now_ms() / 1000;
+    let aud = "did:web:gateway.example.com#example_svc";
+    let other = shouted(&web);
+    assert_ne!(other, web);
+    // Another spelling of the issuer is the same identity, reported canonically.
+    let token = f.check_at(&key.service_jwt(&other, aud, Some(LXM), 60), LXM, now).await.unwrap();
+    assert_eq!(token.did, web);
+    // One replay namespace: the same jti under the other spelling is a replay.
+    let mut c = json!({"iat": now, "iss": web, "aud": aud, "exp": now + 60, "lxm": LXM, "jti": "same"});
+    let header = json!({"typ": "JWT", "alg": "ES256"});
+    let sign_p256 = |c: &Value| {
+        let input =
+            format!("{}.{}", jose::b64url(header.to_string().as_bytes()), jose::b64url(c.to_string().as_bytes()));
+        format!("{input}.{}", jose::b64url(&key.sign_bytes(input.as_bytes())))
+    };
+    f.check_at(&sign_p256(&c), LXM, now).await.unwrap();
+    c["iss"] = json!(other);
+    assert_eq!(service_error(f.check_at(&sign_p256(&c), LXM, now).await), ServiceError::Replayed);
+    // One policy: a deny list naming the canonical DID refuses every spelling.
+    f.policy = PrincipalPolicy { deny_dids: vec![web.clone()], ..Default::default() };
+    let fresh = key.service_jwt(&other, aud, Some(LXM), 60);
+    assert!(matches!(f.check_at(&fresh, LXM, now).await, Err(AuthError::Denied)));
+    // did:plc is lower case by definition: an upper-case one is not a DID.
+    let mut c = claims(now);
+    c["iss"] = json!(DID.replace("ewvi", "EWVI"));
+    let upper = sign(&k256_key(), &json!({"typ": "JWT", "alg": "ES256K"}), &c);
+    assert_eq!(service_error(f.check_at(&upper, LXM, now).await), ServiceError::Iss);
+}
+
+#[tokio::test]
+async fn documents_naming_themselves_in_another_spelling_are_refused() {
+    // The issuer controls its did:web host, so it can make the document's id match any
+    // spelling it signs with; that must not make a second identity past a deny list.
+    let key = DidKey::p256();
+    let (mut f, web) = web_fixture(&key, shouted).await;
+    let now = crate::auth::now_ms() / 1000;
+    let aud = "did:web:gateway.example.com#example_svc";
+    let token = key.service_jwt(&shouted(&web), aud, Some(LXM), 60);
+    assert_eq!(service_error(f.check_at(&token, LXM, now).await), ServiceError::Unresolvable);
+    f.policy = PrincipalPolicy { deny_dids: vec![web.clone()], ..Default::default() };
+    let token = key.service_jwt(&shouted(&web), aud, Some(LXM), 60);
+    assert!(matches!(f.check_at(&token, LXM, now).await, Err(AuthError::Denied)));
+}
+
+#[tokio::test]
+async fn extreme_times_are_refused_without_panicking() {
+    let key = k256_key();
+    let f = Fixture::new(&key).await;
+    let header = json!({"typ": "JWT", "alg": "ES256K"});
+    let token = |iat: Value, exp: Value, nbf: Option<Value>| {
+        let mut c = claims(T);
+        c["iat"] = iat;
+        c["exp"] = exp;
+        if let Some(nbf) = nbf {
+            c["nbf"] = nbf;
+        }
+        sign(&key, &header, &c)
+    };
+    let (max, min, huge) = (json!(i64::MAX), json!(i64::MIN), json!(1e300));
+    for (iat, exp, expected) in [
+        (json!(T), max.clone(), ServiceError::Lifetime),
+        (json!(T), json!(u64::MAX), ServiceError::Lifetime),
+        (json!(T), huge.clone(), ServiceError::Lifetime),
+        (json!(-1e300), json!(T + 60), ServiceError::Lifetime),
+        (min.clone(), json!(T + 60), ServiceError::Lifetime),
+        (max.clone(), max.clone(), ServiceError::IatFuture),
+        (huge.clone(), huge.clone(), ServiceError::IatFuture),
+        (json!(T), json!(-1), ServiceError::Expired),
+        (json!(T), min.clone(), ServiceError::Expired),
+        (json!(T), json!(-1e300), ServiceError::Expired),
+        (json!(T), json!(1e-300), ServiceError::Expired),
+    ] {
+        let e = service_error(f.check(&token(iat.clone(), exp.clone(), None)).await);
+        assert_eq!(e, expected, "iat {iat}, exp {exp}");
+    }
+    // `nbf` is not a service-auth claim (the reference ignores it): any value passes.
+    for nbf in [max, min, huge, json!(-1e300)] {
+        f.check(&token(json!(T), json!(T + 60), Some(nbf))).await.unwrap();
+    }
+    // Limits the configuration stretches to the end of `Duration`: a token living that
+    // long cannot be remembered against replay, so it is refused, not a panic.
+    let open = Fixture::with(&key, |c, _| {
+        c.max_lifetime = Duration::MAX;
+        c.iat_skew = Duration::MAX;
+    })
+    .await;
+    for (iat, exp) in [(1e19, 2e19), (1e19, 1e300), (T as f64, 1.8e19)] {
+        let t = token(json!(iat), json!(exp), None);
+        assert_eq!(service_error(open.check(&t).await), ServiceError::Lifetime, "iat {iat}, exp {exp}");
+    }
 }
 
 #[test]

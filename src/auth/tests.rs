@@ -436,3 +436,41 @@ fn external_url_never_trusts_an_untrusted_host() {
     let public = url::Url::parse("https://gateway.example.com").unwrap();
     assert_eq!(external_url(Some(&public), &parts(false)).unwrap().as_str(), "https://gateway.example.com/xrpc/a.b.c");
 }
+
+/// An OAuth token's `sub` enters as its canonical DID (identity::did::canonical): the
+/// identity headers, policy lists and rate limits see one spelling; an upper-case
+/// `did:plc` is no DID.
+#[tokio::test]
+async fn oauth_sub_is_canonical() {
+    use crate::config::{FileRef, SecretRef};
+    let dir = tempfile::tempdir().unwrap();
+    let secret = b"0123456789abcdef0123456789abcdef-pds-secret";
+    std::fs::write(dir.path().join("secret"), secret).unwrap();
+    let file =
+        FileRef { path: dir.path().join("secret"), origin: "t".into(), place: Default::default(), field: "f".into() };
+    let config = IssuerConfig {
+        issuer: "https://pds.test".into(),
+        keys: KeySource::Hs256(SecretRef::File(file)),
+        audiences: vec![],
+        algs: vec!["HS256".into()],
+        clock_skew: Duration::ZERO,
+        jwks_refresh: Duration::from_secs(300),
+        max_stale: Duration::from_secs(3600),
+        expand_include: false,
+    };
+    let issuers = Issuers::new(&[config], &Outbound::new(Default::default())).unwrap();
+    let now = 1_767_225_600u64;
+    let token_for = |sub: &str| {
+        let claims =
+            json!({"iss": "https://pds.test", "sub": sub, "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto"});
+        let b64 = |v: &Value| crate::jose::b64url(v.to_string().as_bytes());
+        let input = format!("{}.{}", b64(&json!({"typ": "at+jwt", "alg": "HS256"})), b64(&claims));
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
+        format!("{input}.{}", crate::jose::b64url(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
+    };
+    let t = token::verify_token(&token_for("did:web:EXAMPLE.com"), Scheme::Dpop, &issuers, now).await.unwrap();
+    assert_eq!(t.sub, "did:web:example.com");
+    let upper = token_for("did:plc:EWVI7NXZYOUN6ZHXRHS64OIZ");
+    let r = token::verify_token(&upper, Scheme::Dpop, &issuers, now).await;
+    assert!(matches!(r, Err(AuthError::Token { reason: TokenError::Claim(_), .. })), "{r:?}");
+}

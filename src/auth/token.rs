@@ -78,8 +78,9 @@ pub async fn verify_token(
     if number(c, "iat").is_none() {
         return Err(err(TokenError::Claim(r#""iat" claim must be a number"#)));
     }
-    let sub = c.get("sub").and_then(Value::as_str).filter(|s| crate::identity::is_did(s));
-    let sub = sub.ok_or_else(|| err(TokenError::Claim(r#""sub" claim must be a DID"#)))?;
+    // The canonical spelling (identity::did::canonical), as every DID that enters atgate.
+    let sub = c.get("sub").and_then(Value::as_str).and_then(|s| crate::identity::canonical(s).ok());
+    let sub = sub.ok_or_else(|| err(TokenError::Claim(r#""sub" claim must be a canonical DID"#)))?;
     if c.get("jti").and_then(Value::as_str).is_none_or(str::is_empty) {
         return Err(err(TokenError::Claim(r#""jti" claim missing"#)));
     }
@@ -134,7 +135,7 @@ pub async fn verify_token(
     }
     Ok(VerifiedToken {
         issuer: issuer.config.issuer.clone(),
-        sub: sub.to_owned(),
+        sub: sub.into_owned(),
         client_id,
         granted,
         scope,

@@ -7,6 +7,7 @@ use serde_saphyr::Spanned;
 use super::raw::{RawIdentity, RawRoute, RawServiceAuth};
 use super::validate::Validator;
 use super::{IdentityConfig, Lxm, Place, PrincipalPolicy, ServiceAuthConfig};
+use crate::identity::did::DidError;
 use crate::identity::is_did;
 
 /// Whether `s` is an NSID: a reversed domain of at least two segments and a name
@@ -210,7 +211,11 @@ impl Validator<'_> {
                 .enumerate()
                 .filter_map(|(i, d)| {
                     v.check(d, format!("{field}.{name}[{i}]"), |t| {
-                        if is_did(t) { Ok(t.clone()) } else { Err(format!("invalid DID {t:?}")) }
+                        // Compared with the canonical DIDs principals carry.
+                        crate::identity::canonical(t).map(|c| c.into_owned()).map_err(|e| match e {
+                            DidError::NotCanonical => format!("invalid DID {t:?} (did:plc identifiers are lower case)"),
+                            _ => format!("invalid DID {t:?}"),
+                        })
                     })
                 })
                 .collect()

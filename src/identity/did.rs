@@ -1,4 +1,7 @@
-//! DID syntax (ATPROTO-AUTH.md §11.1) and where each supported method's document lives.
+//! DID syntax (ATPROTO-AUTH.md §11.1), the one canonical spelling of a DID, and where each
+//! supported method's document lives.
+
+use std::borrow::Cow;
 
 use url::Url;
 
@@ -41,6 +44,59 @@ pub enum DidError {
     /// A method other than `plc` and `web`, or a form of them atproto does not allow.
     #[error("unsupported DID method")]
     Unsupported,
+    /// A spelling that is not the canonical one: a `did:plc` with upper-case letters, or a
+    /// non-canonical DID where only the canonical form is accepted.
+    #[error("not a canonical DID")]
+    NotCanonical,
+}
+
+/// The one spelling of `did` that policy lists, replay keys, rate limits and identity
+/// headers use, so that one identity is never two.
+///
+/// - `did:web`: the host is case-insensitive (it is resolved as a DNS name), so it is
+///   lower-cased, with percent-escapes in upper case (RFC 3986 §6.2.2.1: `%3A`); `:`-path
+///   segments are left as they are.
+/// - `did:plc`: the identifier is lower-case base32 by definition (did-method-plc), so an
+///   upper-case letter is refused rather than folded: folding would accept a spelling no
+///   PLC directory serves.
+/// - Other methods: as they are (DID Core: method-specific ids are case-sensitive).
+///
+/// Borrowed when `did` is canonical already.
+pub fn canonical(did: &str) -> Result<Cow<'_, str>, DidError> {
+    if !is_did(did) {
+        return Err(DidError::Syntax);
+    }
+    if let Some(id) = did.strip_prefix("did:plc:") {
+        return if id.bytes().any(|b| b.is_ascii_uppercase()) { Err(DidError::NotCanonical) } else { Ok(did.into()) };
+    }
+    let Some(id) = did.strip_prefix("did:web:") else {
+        return Ok(did.into());
+    };
+    let host_len = id.find(':').unwrap_or(id.len());
+    let mut escape = 0; // hex digits left of a `%XX` escape
+    let host: String = id[..host_len]
+        .chars()
+        .map(|c| match c {
+            '%' => {
+                escape = 2;
+                c
+            }
+            c if escape > 0 => {
+                escape -= 1;
+                c.to_ascii_uppercase()
+            }
+            c => c.to_ascii_lowercase(),
+        })
+        .collect();
+    if host == id[..host_len] {
+        return Ok(did.into());
+    }
+    Ok(format!("did:web:{host}{}", &id[host_len..]).into())
+}
+
+/// Whether `did` is spelled canonically (see [`canonical`]).
+pub fn is_canonical(did: &str) -> bool {
+    matches!(canonical(did), Ok(Cow::Borrowed(_)))
 }
 
 /// Classifies a DID.
@@ -155,6 +211,33 @@ mod tests {
         assert_eq!(method("did:web:localhost%3A99999"), Err(DidError::Unsupported));
         assert_eq!(method("did:web:-bad.example"), Err(DidError::Unsupported));
         assert_eq!(method("did:web:under_score.example"), Err(DidError::Unsupported));
+    }
+
+    #[test]
+    fn canonical_spellings() {
+        let port = "did:web:localhost%3A2583";
+        for (input, expected) in [
+            ("did:web:example.com", "did:web:example.com"),
+            ("did:web:EXAMPLE.com", "did:web:example.com"),
+            ("did:web:Example.COM", "did:web:example.com"),
+            ("did:web:LocalHost%3a2583", port),
+            ("did:web:localhost%3A2583", port),
+            ("did:web:Example.com:User:Alice", "did:web:example.com:User:Alice"),
+            ("did:plc:ewvi7nxzyoun6zhxrhs64oiz", "did:plc:ewvi7nxzyoun6zhxrhs64oiz"),
+            (
+                "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme",
+                "did:key:zQ3shokFTS3brHcDQrn82RUDfCZESWL1ZdCEJwekUDPQiYBme",
+            ),
+        ] {
+            assert_eq!(canonical(input).as_deref(), Ok(expected), "{input}");
+            assert_eq!(is_canonical(input), input == expected, "{input}");
+            // Canonicalizing twice changes nothing.
+            assert_eq!(canonical(expected).as_deref(), Ok(expected));
+        }
+        assert_eq!(canonical("did:plc:EWVI7NXZYOUN6ZHXRHS64OIZ"), Err(DidError::NotCanonical));
+        assert_eq!(canonical("did:plc:ewvi7nxzyoun6zhxrhs64oiZ"), Err(DidError::NotCanonical));
+        assert_eq!(canonical("DID:web:example.com"), Err(DidError::Syntax));
+        assert_eq!(canonical("did:web:"), Err(DidError::Syntax));
     }
 
     #[test]

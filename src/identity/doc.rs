@@ -33,13 +33,22 @@ pub enum DocError {
     /// `id` is not the DID that was resolved.
     #[error("DID document id does not match the DID")]
     IdMismatch,
+    /// `id` is not a DID in its canonical spelling (`did:web:EXAMPLE.com`): one identity
+    /// must not have two names in policy lists, replay keys and rate limits.
+    #[error("DID document id is not a canonical DID")]
+    IdNotCanonical,
 }
 
 impl DidDoc {
-    /// Parses the document fetched for `did`.
+    /// Parses the document fetched for `did` (canonical, see [`super::did::canonical`]).
     pub fn parse(did: &str, doc: &Value) -> Result<DidDoc, DocError> {
         let obj = doc.as_object().ok_or(DocError::NotObject)?;
-        if obj.get("id").and_then(Value::as_str) != Some(did) {
+        let id = obj.get("id").and_then(Value::as_str);
+        if id.is_some_and(|id| !super::did::is_canonical(id)) {
+            return Err(DocError::IdNotCanonical);
+        }
+        // ATPROTO-AUTH.md §11.1: the id equals the requested DID exactly.
+        if id != Some(did) {
             return Err(DocError::IdMismatch);
         }
         let entries = |name: &str| obj.get(name).and_then(Value::as_array).into_iter().flatten().take(MAX_ENTRIES);
@@ -105,6 +114,15 @@ mod tests {
     fn refuses_or_skips_bad_parts() {
         assert_eq!(DidDoc::parse(DID, &json!([])).unwrap_err(), DocError::NotObject);
         assert_eq!(DidDoc::parse("did:plc:other", &spec_doc()).unwrap_err(), DocError::IdMismatch);
+        // A document naming itself in another spelling is refused, whatever was asked for.
+        for (asked, id) in
+            [("did:web:example.com", "did:web:EXAMPLE.com"), ("did:web:EXAMPLE.com", "did:web:EXAMPLE.com")]
+        {
+            let doc = json!({"id": id});
+            assert_eq!(DidDoc::parse(asked, &doc).unwrap_err(), DocError::IdNotCanonical, "{asked}");
+        }
+        let upper = json!({"id": DID.to_ascii_uppercase().replace("DID:PLC:", "did:plc:")});
+        assert_eq!(DidDoc::parse(DID, &upper).unwrap_err(), DocError::IdNotCanonical);
         let doc = json!({
             "id": DID,
             "alsoKnownAs": [7, "https://x", "at://Bob.Example.COM"],

@@ -9,7 +9,7 @@ use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 
-use super::did::is_did;
+use super::did::canonical;
 use crate::net::Outbound;
 
 /// TLDs that never name a resolvable handle (`test` is allowed only in development).
@@ -64,7 +64,8 @@ pub(super) fn dns_resolver(servers: &[SocketAddr], timeout: Duration) -> Option<
 }
 
 /// The DID in a TXT answer: exactly one `did=` value among the records (ATPROTO-AUTH.md
-/// §11.4); chunks of one record are joined, nothing is trimmed.
+/// §11.4); chunks of one record are joined, nothing is trimmed. Canonical
+/// ([`canonical`]); `None` for a DID that has no canonical form.
 pub fn did_from_txt<'a>(records: impl IntoIterator<Item = &'a [Box<[u8]>]>) -> Option<String> {
     let mut found = None;
     for chunks in records {
@@ -75,14 +76,14 @@ pub fn did_from_txt<'a>(records: impl IntoIterator<Item = &'a [Box<[u8]>]>) -> O
         }
         found = Some(String::from_utf8(did.to_vec()).ok()?);
     }
-    found.filter(|d| is_did(d))
+    found.and_then(|d| canonical(&d).ok().map(|c| c.into_owned()))
 }
 
-/// The DID in an `atproto-did` file: its first line, trimmed.
+/// The DID in an `atproto-did` file: its first line, trimmed, canonical.
 pub fn did_from_well_known(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     let line = text.lines().next()?.trim();
-    is_did(line).then(|| line.to_owned())
+    canonical(line).ok().map(|c| c.into_owned())
 }
 
 /// Resolves a handle: DNS and HTTPS in parallel, DNS wins. `Err` only when neither gave
@@ -167,6 +168,10 @@ mod tests {
         let untrimmed = [rec(&["did= did:plc:aaaa"])];
         assert_eq!(did_from_txt(untrimmed.iter().map(Vec::as_slice)), None);
         assert_eq!(did_from_txt(std::iter::empty()), None);
+        let web = [rec(&["did=did:web:Example.COM"])];
+        assert_eq!(did_from_txt(web.iter().map(Vec::as_slice)).as_deref(), Some("did:web:example.com"));
+        let plc = [rec(&["did=did:plc:EWVI7NXZYOUN6ZHXRHS64OIZ"])];
+        assert_eq!(did_from_txt(plc.iter().map(Vec::as_slice)), None);
     }
 
     #[test]
@@ -176,5 +181,7 @@ mod tests {
         assert_eq!(did_from_well_known(b"<html>"), None);
         assert_eq!(did_from_well_known(b"\xff\xfe"), None);
         assert_eq!(did_from_well_known(b""), None);
+        assert_eq!(did_from_well_known(b"did:web:EXAMPLE.com\n").as_deref(), Some("did:web:example.com"));
+        assert_eq!(did_from_well_known(b"did:plc:ABC\n"), None);
     }
 }

@@ -8,6 +8,6 @@ pub mod handle;
 pub mod multikey;
 mod resolver;
 
-pub use did::is_did;
+pub use did::{canonical, is_canonical, is_did};
 pub use doc::DidDoc;
 pub use resolver::{IdentityError, Resolver};

@@ -92,6 +92,15 @@ impl moka::Expiry<String, HandleSlot> for HandleExpiry {
     }
 }
 
+/// A resolvable DID in its canonical spelling, or why not.
+fn require_canonical(did: &str) -> Result<(), IdentityError> {
+    did::method(did)?;
+    if !did::is_canonical(did) {
+        return Err(DidError::NotCanonical.into());
+    }
+    Ok(())
+}
+
 /// Resolves and caches DID documents and handles. Cheap to share behind an `Arc`.
 pub struct Resolver {
     net: Outbound,
@@ -161,9 +170,11 @@ impl Resolver {
         self.fetches.load(Ordering::Relaxed)
     }
 
-    /// The document of `did`, from cache when possible.
+    /// The document of `did`, from cache when possible. `did` must be canonical
+    /// ([`did::canonical`]): callers canonicalize where a DID enters, and a spelling that
+    /// slipped past them is refused here rather than made a second identity.
     pub async fn resolve(self: &Arc<Self>, did: &str) -> Result<Arc<DidDoc>, IdentityError> {
-        did::method(did)?;
+        require_canonical(did)?;
         if let Some(slot) = self.docs.get(did).await {
             self.doc_stats.record(true);
             if slot.result.is_ok() && slot.fetched.elapsed() >= self.config.fresh {
@@ -184,6 +195,7 @@ impl Resolver {
     /// Refetches `did` bypassing the cache, at most once per `refresh_interval` per DID.
     /// `None` when rate-limited or when the refetch failed (the cached entry stays).
     pub async fn refresh(&self, did: &str) -> Option<Arc<DidDoc>> {
+        require_canonical(did).ok()?;
         if !self.forced.entry(did.to_owned()).or_insert(()).is_fresh() {
             return None;
         }
