@@ -247,3 +247,45 @@ async fn identity_header_names_are_configurable() {
     assert!(h["x-atproto-did"].is_null());
     assert_eq!(h["x-atproto-scope"], "atproto transition:generic");
 }
+
+/// Proofs carrying junk tokens leave nothing in the replay store; when real requests
+/// fill it, the next one is 503 with a clear error and metric, and no live `jti` is
+/// forgotten to make room.
+#[tokio::test]
+async fn junk_tokens_do_not_fill_the_replay_store_and_a_full_one_refuses() {
+    let issuer = DevIssuer::spawn(loopback()).await.unwrap();
+    let s = setup_with(issuer, "dpop: { replay_capacity: 2 }\n").await;
+    let url = s.url("/xrpc/com.example.getThing");
+    let token = s.token();
+    let (res, _) = send(&client(), get(url.clone(), &[])).await;
+    let nonce = res.headers["dpop-nonce"].to_str().unwrap().to_owned();
+    let call = |token: &str, proof: &str| {
+        let auth = format!("DPoP {token}");
+        let req = get(url.clone(), &[("authorization", &auth), ("dpop", proof)]);
+        async move { send(&client(), req).await }
+    };
+    let proof = |token: &str| s.signer.proof("GET", &url, Some(token), Some(&nonce), atgate::auth::now_ms() / 1000);
+    for i in 0..5 {
+        let junk = format!("junk.token.{i}");
+        let (res, _) = call(&junk, &proof(&junk)).await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    }
+    let first = proof(&token);
+    assert_eq!(call(&token, &first).await.0.status, StatusCode::OK);
+    assert_eq!(call(&token, &proof(&token)).await.0.status, StatusCode::OK);
+    let (res, body) = call(&token, &proof(&token)).await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"error": "TemporarilyUnavailable", "message": "Replay protection is at capacity; retry later"})
+    );
+    assert!(res.headers.contains_key("dpop-nonce"));
+    let (res, body) = call(&token, &first).await;
+    assert_eq!((res.status, json(&body)["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("DPoP proof replayed")));
+    let admin = s.gw.admin_addr().unwrap();
+    let (_, metrics) = send(&client(), get(format!("http://{admin}/metrics"), &[])).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains(r#"outcome="replay_full"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"atgate_replay_checks_total{result="full"} 1"#), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "atgate_replay_local_entries 2"), "{metrics}");
+}

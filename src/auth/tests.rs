@@ -436,3 +436,44 @@ fn external_url_never_trusts_an_untrusted_host() {
     let public = url::Url::parse("https://gateway.example.com").unwrap();
     assert_eq!(external_url(Some(&public), &parts(false)).unwrap().as_str(), "https://gateway.example.com/xrpc/a.b.c");
 }
+
+/// A proof whose token does not verify leaves no trace in the replay store: junk tokens
+/// cannot fill it or push out the `jti`s of real requests.
+#[tokio::test]
+async fn only_verified_requests_record_their_jti() {
+    let dpop = state("did:web:gateway.example.com");
+    let replay = MemoryReplayStore::new(2);
+    let real = Case::new(PROOF.into());
+    run_with(&real, &dpop, &replay, T_MS).await.unwrap();
+    let junk_tokens = ["not.a.token", "eyJ0eXAiOiJhdCtqd3QifQ.e30.AAAA", TOKEN.trim_end_matches('Q')];
+    for junk in junk_tokens {
+        let ath = crate::jose::sha256_b64url(junk.as_bytes());
+        let mut case = Case::new(proof(|_, c| c["ath"] = json!(ath)));
+        case.authorization = vec![format!("DPoP {junk}")];
+        assert!(matches!(run_with(&case, &dpop, &replay, T_MS).await, Err(AuthError::Token { .. })));
+    }
+    // Bound to another key: the token verifies, the binding does not.
+    let other_key = SigningKey::generate();
+    let unbound = Case::new(other_key.sign_jwt(header_for(&other_key), &claims()));
+    assert_eq!(token_error(run_with(&unbound, &dpop, &replay, T_MS).await), TokenError::Binding);
+    assert_eq!(replay.len(), 1, "a request that failed authentication recorded its jti");
+    assert_eq!(proof_error(run_with(&real, &dpop, &replay, T_MS).await), ProofError::Replayed);
+}
+
+/// At capacity the store refuses (503) instead of forgetting a live `jti`.
+#[tokio::test]
+async fn a_full_replay_store_is_503_not_forgetful() {
+    let dpop = state("did:web:gateway.example.com");
+    let replay = MemoryReplayStore::new(1);
+    let real = Case::new(PROOF.into());
+    run_with(&real, &dpop, &replay, T_MS).await.unwrap();
+    let r = run_with(&Case::new(proof(|_, _| {})), &dpop, &replay, T_MS).await;
+    let Err(e) = r else { panic!("accepted with a full store") };
+    assert!(matches!(e, AuthError::ReplayFull), "{e:?}");
+    use crate::respond::Reject;
+    assert_eq!(
+        (e.status(), e.error_name(), e.reason()),
+        (http::StatusCode::SERVICE_UNAVAILABLE, "TemporarilyUnavailable", "replay_full")
+    );
+    assert_eq!(proof_error(run_with(&real, &dpop, &replay, T_MS).await), ProofError::Replayed);
+}

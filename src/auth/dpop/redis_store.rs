@@ -106,7 +106,7 @@ impl ReplayStore for RedisReplayStore {
                 Err(_) => "timed out".to_owned(),
             };
             match self.failure {
-                Failure::Closed => Err(ReplayError(format!("Redis: {error}"))),
+                Failure::Closed => Err(ReplayError::Unavailable(format!("Redis: {error}"))),
                 Failure::OpenLocal => {
                     self.fallbacks.fetch_add(1, Ordering::Relaxed);
                     if !self.degraded.swap(true, Ordering::Relaxed) {
