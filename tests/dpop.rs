@@ -289,3 +289,23 @@ async fn junk_tokens_do_not_fill_the_replay_store_and_a_full_one_refuses() {
     assert!(metrics.contains(r#"atgate_replay_checks_total{result="full"} 1"#), "{metrics}");
     assert!(metrics.lines().any(|l| l == "atgate_replay_local_entries 2"), "{metrics}");
 }
+
+/// A token whose key left the issuer's JWKS stops being accepted at the refresh that
+/// removed it, although its verification is cached and its `exp` is far.
+#[tokio::test]
+async fn a_cached_token_dies_with_its_key_at_the_next_refresh() {
+    let s = setup().await;
+    let old_kid = "dev-key-1";
+    let token = s.token();
+    assert_eq!(s.curl(&token, "/xrpc/a.b.c").await.status, StatusCode::OK);
+    assert_eq!(s.curl(&token, "/xrpc/a.b.c").await.status, StatusCode::OK, "served from the cache");
+    s.issuer.rotate();
+    s.issuer.retire(old_kid);
+    // A token with the new kid makes atgate refetch the JWKS now.
+    let fetches = s.issuer.jwks_fetches();
+    assert_eq!(s.curl(&s.token(), "/xrpc/a.b.c").await.status, StatusCode::OK);
+    assert_eq!(s.issuer.jwks_fetches(), fetches + 1);
+    let res = s.curl(&token, "/xrpc/a.b.c").await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "a token of a retired key was accepted");
+    assert_eq!(json(&res.body)["message"], "No key matched");
+}

@@ -339,11 +339,12 @@ async fn verified_token(
     scheme: Scheme,
     now: u64,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
-    if let Some(t) = dpop.tokens.get(hash, now) {
+    if let Some(t) = dpop.tokens.get(hash, now, &dpop.issuers) {
         return Ok(t);
     }
-    let verified = Arc::new(token::verify_token(token, scheme, &dpop.issuers, now).await?);
-    dpop.tokens.insert(*hash, verified.clone());
+    let (verified, by) = token::verify_token_by_key(token, scheme, &dpop.issuers, now).await?;
+    let verified = Arc::new(verified);
+    dpop.tokens.insert(*hash, verified.clone(), by);
     Ok(verified)
 }
 
