@@ -477,3 +477,79 @@ async fn a_full_replay_store_is_503_not_forgetful() {
     );
     assert_eq!(proof_error(run_with(&real, &dpop, &replay, T_MS).await), ProofError::Replayed);
 }
+
+/// Time values no clock will reach, or below zero: each proof or token is refused or
+/// accepted by the rules, and nothing panics (ISSUE 15 §5).
+const EXTREMES: [f64; 10] =
+    [i64::MAX as f64, u64::MAX as f64, 1e300, f64::MAX, -1.0, i64::MIN as f64, -1e300, 0.0, 0.5, 1_767_225_600.999];
+
+#[tokio::test]
+async fn extreme_proof_times_never_panic() {
+    for v in EXTREMES {
+        for claim in ["iat", "exp", "nbf"] {
+            let p = proof(|_, c| c[claim] = json!(v));
+            let r = run(Case::new(p)).await;
+            let in_window = (1_767_225_600.0 - 190.0..=1_767_225_600.0 + 180.0).contains(&v);
+            match claim {
+                "iat" if in_window => assert!(r.is_ok(), "iat {v}: {r:?}"),
+                "iat" => assert!(matches!(proof_error(r), ProofError::IatPast | ProofError::IatFuture), "iat {v}"),
+                "exp" if v > 1_767_225_600.0 - 180.0 => assert!(r.is_ok(), "exp {v}: {r:?}"),
+                "exp" => assert_eq!(proof_error(r), ProofError::Exp, "exp {v}"),
+                _ if v <= 1_767_225_600.0 + 180.0 => assert!(r.is_ok(), "nbf {v}: {r:?}"),
+                _ => assert_eq!(proof_error(r), ProofError::Nbf, "nbf {v}"),
+            }
+        }
+    }
+}
+
+/// A DpopState trusting tokens signed by `as_key`.
+fn state_signed_by(as_key: &SigningKey) -> DpopState {
+    let mut dpop = state("did:web:gateway.example.com");
+    let config = IssuerConfig {
+        issuer: "https://auth.example.com".into(),
+        keys: KeySource::PublicKey(Jwk::from_value(&as_key.public_jwk()).unwrap()),
+        audiences: vec!["did:web:gateway.example.com".into()],
+        algs: vec!["ES256".into()],
+        clock_skew: Duration::from_secs(60),
+        jwks_refresh: Duration::from_secs(300),
+        max_stale: Duration::from_secs(86_400),
+        expand_include: false,
+    };
+    dpop.issuers = Issuers::new(&[config], &Outbound::new(Default::default())).unwrap();
+    dpop
+}
+
+#[tokio::test]
+async fn extreme_token_times_never_panic() {
+    let as_key = SigningKey::generate();
+    let dpop = state_signed_by(&as_key);
+    let now = 1_767_225_600f64;
+    for v in EXTREMES {
+        for claim in ["exp", "nbf", "iat"] {
+            let mut claims = json!({"iss": "https://auth.example.com", "sub": "did:plc:ewvi7nxzyoun6zhxrhs64oiz",
+                "aud": "did:web:gateway.example.com", "iat": now, "exp": now + 3600.0, "jti": "tok",
+                "scope": "atproto", "cnf": {"jkt": dpop_key().thumbprint()}});
+            claims[claim] = json!(v);
+            let token = as_key.sign_jwt(json!({"typ": "at+jwt"}), &claims);
+            let ath = crate::jose::sha256_b64url(token.as_bytes());
+            // Twice: verified, then from the cache (which keeps it until `exp`).
+            for _ in 0..2 {
+                let mut case = Case::new(proof(|_, c| c["ath"] = json!(ath)));
+                case.authorization = vec![format!("DPoP {token}")];
+                let r = run_with(&case, &dpop, &MemoryReplayStore::new(10), T_MS).await;
+                let valid = match claim {
+                    "exp" => v + 60.0 > now,
+                    "nbf" => v <= now + 60.0,
+                    _ => true,
+                };
+                match r {
+                    Ok(_) => assert!(valid, "{claim} {v} accepted"),
+                    Err(AuthError::Token { reason: TokenError::Expired | TokenError::NotYetValid, .. }) => {
+                        assert!(!valid, "{claim} {v} refused")
+                    }
+                    Err(e) => panic!("{claim} {v}: {e:?}"),
+                }
+            }
+        }
+    }
+}
