@@ -110,7 +110,7 @@ async fn dpop_replicas_agree_on_nonces_and_share_proof_replay() {
         "public_url: http://gateway.test
 outbound: {{ allow_private_addresses: true, allow_http: true }}
 issuers:
-  - {{ issuer: \"{}\", discovery: true }}
+  - {{ issuer: \"{}\", discovery: true, audiences: [did:web:gateway.test] }}
 dpop: {{ nonce_secret_file: \"{}\" }}
 replay: {{ store: redis, redis: {{ url_file: \"{}\" }}, failure: fail_closed, timeout: 200ms }}
 ",
@@ -125,7 +125,8 @@ replay: {{ store: redis, redis: {{ url_file: \"{}\" }}, failure: fail_closed, ti
         wait_ready(gw).await;
     }
     let signer = DpopSigner { key: SigningKey::generate() };
-    let token = issuer.mint(ALICE, &signer.key.thumbprint(), "atproto", "any", Duration::from_secs(600));
+    let token =
+        issuer.mint(ALICE, &signer.key.thumbprint(), "atproto", "did:web:gateway.test", Duration::from_secs(600));
     let htu = "http://gateway.test/xrpc/com.example.getThing";
     let send_proof = |gw: &Gateway, proof: &str| {
         let auth = format!("DPoP {token}");

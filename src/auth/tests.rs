@@ -340,7 +340,7 @@ async fn hs256_and_es256k_issuers() {
     let issuer = |name: &str, keys: KeySource, algs: &[&str]| IssuerConfig {
         issuer: name.into(),
         keys,
-        audiences: vec![],
+        audiences: vec!["did:web:gateway.example.com".into()],
         algs: algs.iter().map(|a| a.to_string()).collect(),
         clock_skew: Duration::ZERO,
         jwks_refresh: Duration::from_secs(300),
@@ -353,7 +353,7 @@ async fn hs256_and_es256k_issuers() {
     ];
     let issuers = Issuers::new(&configs, &Outbound::new(Default::default())).unwrap();
     let now = 1_767_225_600u64;
-    let claims = |iss: &str| json!({"iss": iss, "sub": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto", "cnf": {"jkt": "x"}});
+    let claims = |iss: &str| json!({"iss": iss, "sub": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "aud": "did:web:gateway.example.com", "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto", "cnf": {"jkt": "x"}});
     let b64 = |v: &Value| crate::jose::b64url(v.to_string().as_bytes());
     // HS256.
     let input = format!("{}.{}", b64(&json!({"typ": "at+jwt", "alg": "HS256"})), b64(&claims("https://pds.test")));

@@ -118,7 +118,8 @@ pub async fn verify_token_by_key(
             }
         },
     };
-    if !issuer.config.audiences.is_empty() {
+    // `audiences` is required by the config; an empty list accepts nothing.
+    {
         let ok = match c.get("aud") {
             Some(Value::String(a)) => issuer.config.audiences.contains(a),
             Some(Value::Array(list)) => {
