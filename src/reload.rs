@@ -198,4 +198,37 @@ routes:
         std::fs::write(&ca, "not a certificate").unwrap();
         assert!(Runtime::build_from(Config::parse(&text, "t").unwrap(), Some(&new)).is_err());
     }
+
+    /// Without a configured nonce secret, the generated one survives a reload: a nonce
+    /// handed out before it is accepted after it.
+    #[tokio::test]
+    async fn a_generated_nonce_secret_survives_a_reload() {
+        let key = crate::jose::sign::SigningKey::generate().public_jwk();
+        let text = format!(
+            "listen: 127.0.0.1:0
+public_url: https://gw.example.org
+issuers:
+  - {{ issuer: https://as.example.org, public_key: {{ jwk: {key} }}, audiences: [did:web:gw.example.org] }}
+upstreams:
+  up: {{ url: \"http://127.0.0.1:1\" }}
+routes:
+  - {{ name: api, match: {{ path: /xrpc/ }}, upstream: up, auth: dpop }}
+"
+        );
+        let shared = Shared::new(Runtime::build(Config::parse(&text, "t").unwrap()).unwrap());
+        let now = crate::auth::now_ms();
+        let nonce = shared.runtime.load().dpop.as_ref().unwrap().nonces.current(now);
+        apply(&shared, Config::parse(&text, "t").unwrap()).await.unwrap();
+        let after = shared.runtime.load_full();
+        assert!(after.dpop.as_ref().unwrap().nonces.is_valid(&nonce, now), "the reload voided issued nonces");
+        // A configured secret still replaces the generated one.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "ab".repeat(32)).unwrap();
+        let with_secret = text.replace(
+            "routes:",
+            &format!("dpop: {{ nonce_secret_file: \"{}\" }}\nroutes:", dir.path().join("s").display()),
+        );
+        apply(&shared, Config::parse(&with_secret, "t").unwrap()).await.unwrap();
+        assert!(!shared.runtime.load().dpop.as_ref().unwrap().nonces.is_valid(&nonce, now));
+    }
 }

@@ -92,8 +92,8 @@ pub struct DpopState {
 }
 
 impl DpopState {
-    fn build(config: &DpopConfig, issuers: Issuers) -> Result<DpopState, ConfigError> {
-        let (secret, older) = match &config.nonce_secret {
+    fn build(config: &DpopConfig, issuers: Issuers, previous: Option<&DpopState>) -> Result<DpopState, ConfigError> {
+        let nonces = match &config.nonce_secret {
             Some(secret) => {
                 // One secret, or several separated by whitespace: the first issues, the
                 // rest are still accepted (rotation).
@@ -104,7 +104,7 @@ impl DpopState {
                         .collect()
                 });
                 match parsed {
-                    Some(list) if !list.is_empty() => (list[0], list[1..].to_vec()),
+                    Some(list) if !list.is_empty() => Nonces::with_older(&list[0], &list[1..], config.nonce_rotation),
                     _ => {
                         return Err(secret.origin().error(
                             "nonce secret must be 64 hex characters (32 bytes), or several separated by whitespace"
@@ -114,21 +114,23 @@ impl DpopState {
                 }
             }
             None => {
-                tracing::warn!(
-                    "dpop.nonce_secret_env/_file not set: using a random per-process nonce secret; replicas will disagree on nonces"
-                );
-                let mut b = [0u8; 32];
-                aws_lc_rs::rand::fill(&mut b).map_err(|_| ConfigError {
+                // Kept across reloads: a new one would void every nonce handed out.
+                let previous = previous.map(|p| &p.nonces).filter(|n| n.is_generated());
+                if previous.is_none() {
+                    tracing::warn!(
+                        "dpop.nonce_secret_env/_file not set: using a random per-process nonce secret; replicas will disagree on nonces"
+                    );
+                }
+                Nonces::generated(previous, config.nonce_rotation).map_err(|_| ConfigError {
                     origin: String::new(),
                     place: Default::default(),
                     field: "dpop".into(),
                     message: "no randomness for the nonce secret".into(),
-                })?;
-                (b, Vec::new())
+                })?
             }
         };
         Ok(DpopState {
-            nonces: Nonces::with_older(&secret, &older, config.nonce_rotation),
+            nonces,
             issuers,
             tokens: TokenCache::new(config.token_cache_capacity),
             max_proof_bytes: config.max_proof_bytes,
@@ -206,7 +208,7 @@ impl Runtime {
             let kept = outbound_kept.and_then(|p| p.dpop.as_ref()).map(|d| &d.issuers);
             let built = Issuers::build(&config.issuers, &outbound, kept)
                 .map(|issuers| issuers.with_permission_sets(sets.clone()))
-                .and_then(|issuers| DpopState::build(&config.dpop, issuers));
+                .and_then(|issuers| DpopState::build(&config.dpop, issuers, previous.and_then(|p| p.dpop.as_ref())));
             match built {
                 Ok(d) => Some(d),
                 Err(e) => return Err(ConfigErrors(vec![e])),

@@ -148,7 +148,7 @@ async fn curl_makes_a_dpop_request_with_the_nonce_retry() {
     let up = echo_upstream().await;
     let issuer = DevIssuer::spawn(loopback()).await.unwrap();
     let top = format!(
-        "trusted_proxies: [127.0.0.1]\noutbound: {{ allow_private_addresses: true, allow_http: true }}\nissuers:\n  - {{ issuer: \"{}\", discovery: true }}",
+        "trusted_proxies: [127.0.0.1]\noutbound: {{ allow_private_addresses: true, allow_http: true }}\nissuers:\n  - {{ issuer: \"{}\", discovery: true, audiences: [did:web:x] }}",
         issuer.issuer()
     );
     let config = config_with(&top, &[("up", up)], "  - { name: api, match: { path: / }, upstream: up, auth: dpop }\n");

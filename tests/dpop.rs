@@ -187,18 +187,15 @@ async fn issuer_down_from_the_start_is_503_and_not_ready() {
     // Public routes keep working.
     let (res, _) = send(&client(), get(s.url("/public/x"), &[])).await;
     assert_eq!(res.status, StatusCode::OK);
-    // When the issuer comes back, so does the gateway.
+    // When the issuer comes back, so does the gateway, at its next refresh: run that
+    // refresh now rather than wait out the retry back-off on the wall clock.
     s.issuer.set_down(false);
-    let mut ready = false;
-    for _ in 0..50 {
-        let (res, _) = send(&client(), get(format!("http://{admin}/readyz"), &[])).await;
-        if res.status == StatusCode::OK {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let runtime = s.gw.shared().runtime.load_full();
+    for issuer in runtime.dpop.as_ref().unwrap().issuers.iter() {
+        issuer.refresh().await.unwrap();
     }
-    assert!(ready, "never became ready");
+    let (res, _) = send(&client(), get(format!("http://{admin}/readyz"), &[])).await;
+    assert_eq!(res.status, StatusCode::OK, "not ready after the keys were fetched");
     assert_eq!(s.curl(&s.token(), "/xrpc/a.b.c").await.status, StatusCode::OK);
 }
 
@@ -246,4 +243,66 @@ async fn identity_header_names_are_configurable() {
     assert_eq!(h["x-atgate-auth"], "oauth");
     assert!(h["x-atproto-did"].is_null());
     assert_eq!(h["x-atproto-scope"], "atproto transition:generic");
+}
+
+/// Proofs carrying junk tokens leave nothing in the replay store; when real requests
+/// fill it, the next one is 503 with a clear error and metric, and no live `jti` is
+/// forgotten to make room.
+#[tokio::test]
+async fn junk_tokens_do_not_fill_the_replay_store_and_a_full_one_refuses() {
+    let issuer = DevIssuer::spawn(loopback()).await.unwrap();
+    let s = setup_with(issuer, "dpop: { replay_capacity: 2 }\n").await;
+    let url = s.url("/xrpc/com.example.getThing");
+    let token = s.token();
+    let (res, _) = send(&client(), get(url.clone(), &[])).await;
+    let nonce = res.headers["dpop-nonce"].to_str().unwrap().to_owned();
+    let call = |token: &str, proof: &str| {
+        let auth = format!("DPoP {token}");
+        let req = get(url.clone(), &[("authorization", &auth), ("dpop", proof)]);
+        async move { send(&client(), req).await }
+    };
+    let proof = |token: &str| s.signer.proof("GET", &url, Some(token), Some(&nonce), atgate::auth::now_ms() / 1000);
+    for i in 0..5 {
+        let junk = format!("junk.token.{i}");
+        let (res, _) = call(&junk, &proof(&junk)).await;
+        assert_eq!(res.status, StatusCode::UNAUTHORIZED);
+    }
+    let first = proof(&token);
+    assert_eq!(call(&token, &first).await.0.status, StatusCode::OK);
+    assert_eq!(call(&token, &proof(&token)).await.0.status, StatusCode::OK);
+    let (res, body) = call(&token, &proof(&token)).await;
+    assert_eq!(res.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        json(&body),
+        serde_json::json!({"error": "TemporarilyUnavailable", "message": "Replay protection is at capacity; retry later"})
+    );
+    assert!(res.headers.contains_key("dpop-nonce"));
+    let (res, body) = call(&token, &first).await;
+    assert_eq!((res.status, json(&body)["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("DPoP proof replayed")));
+    let admin = s.gw.admin_addr().unwrap();
+    let (_, metrics) = send(&client(), get(format!("http://{admin}/metrics"), &[])).await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(metrics.contains(r#"outcome="replay_full"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"atgate_replay_checks_total{result="full"} 1"#), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "atgate_replay_local_entries 2"), "{metrics}");
+}
+
+/// A token whose key left the issuer's JWKS stops being accepted at the refresh that
+/// removed it, although its verification is cached and its `exp` is far.
+#[tokio::test]
+async fn a_cached_token_dies_with_its_key_at_the_next_refresh() {
+    let s = setup().await;
+    let old_kid = "dev-key-1";
+    let token = s.token();
+    assert_eq!(s.curl(&token, "/xrpc/a.b.c").await.status, StatusCode::OK);
+    assert_eq!(s.curl(&token, "/xrpc/a.b.c").await.status, StatusCode::OK, "served from the cache");
+    s.issuer.rotate();
+    s.issuer.retire(old_kid);
+    // A token with the new kid makes atgate refetch the JWKS now.
+    let fetches = s.issuer.jwks_fetches();
+    assert_eq!(s.curl(&s.token(), "/xrpc/a.b.c").await.status, StatusCode::OK);
+    assert_eq!(s.issuer.jwks_fetches(), fetches + 1);
+    let res = s.curl(&token, "/xrpc/a.b.c").await;
+    assert_eq!(res.status, StatusCode::UNAUTHORIZED, "a token of a retired key was accepted");
+    assert_eq!(json(&res.body)["message"], "No key matched");
 }

@@ -364,7 +364,7 @@ log: {{ level: warn }}
 public_url: http://gateway.test
 outbound: {{ allow_private_addresses: true, allow_http: true }}
 issuers:
-  - {{ issuer: \"{}\", discovery: true }}
+  - {{ issuer: \"{}\", discovery: true, audiences: [any] }}
 upstreams:
   up: {{ url: \"http://{up}\" }}
 routes:
@@ -406,7 +406,7 @@ public_url: http://gateway.test
 outbound: {{ allow_private_addresses: true, allow_http: true }}
 dpop: {{ nonce_secret_file: \"{}\" }}
 issuers:
-  - {{ issuer: \"{}\", discovery: true }}
+  - {{ issuer: \"{}\", discovery: true, audiences: [any] }}
 upstreams:
   up: {{ url: \"http://{up}\" }}
 routes:

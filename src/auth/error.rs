@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use super::app_password::LoginError;
+use super::dpop::replay::ReplayError;
 use super::service::ServiceError;
 use crate::net::NetError;
 use crate::respond::Reject;
@@ -233,6 +234,10 @@ pub enum AuthError {
     /// The replay store did not answer.
     #[error("replay store unavailable")]
     ReplayUnavailable,
+    /// The in-memory replay store holds its capacity of live keys; recording one more
+    /// would mean forgetting one that could still be replayed.
+    #[error("replay store full")]
+    ReplayFull,
     /// No `Authorization` on a route that takes service JWTs only.
     #[error("authentication required")]
     ServiceMissing,
@@ -282,15 +287,32 @@ pub fn challenge(scheme: Scheme, error: Option<&str>, description: Option<&str>)
 }
 
 impl AuthError {
+    /// The answer when the replay store cannot record a key: 503 either way, logged.
+    pub fn replay(e: ReplayError) -> AuthError {
+        match e {
+            ReplayError::Full => {
+                tracing::warn!(
+                    "replay store full of live keys; refusing until some expire (raise dpop.replay_capacity)"
+                );
+                AuthError::ReplayFull
+            }
+            ReplayError::Unavailable(_) => {
+                tracing::error!(error = %e, "replay store unavailable");
+                AuthError::ReplayUnavailable
+            }
+        }
+    }
+
     fn oauth_error(&self) -> &'static str {
         match self {
             AuthError::Missing | AuthError::BadHeader => "invalid_request",
             AuthError::Proof(_) => "invalid_dpop_proof",
             AuthError::UseNonce { .. } => "use_dpop_nonce",
             AuthError::Token { .. } => "invalid_token",
-            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable | AuthError::IdentityUnavailable(_) => {
-                "TemporarilyUnavailable"
-            }
+            AuthError::KeysUnavailable { .. }
+            | AuthError::ReplayUnavailable
+            | AuthError::ReplayFull
+            | AuthError::IdentityUnavailable(_) => "TemporarilyUnavailable",
             AuthError::NotRouted => "InternalServerError",
             AuthError::ServiceMissing => "AuthMissing",
             AuthError::Service(e) => e.name(),
@@ -310,9 +332,10 @@ impl Reject for AuthError {
             AuthError::BadHeader | AuthError::NotXrpc | AuthError::Ambiguous => StatusCode::BAD_REQUEST,
             AuthError::AppPassword(LoginError::RateLimited { .. }) => StatusCode::TOO_MANY_REQUESTS,
             AuthError::AppPassword(LoginError::Upstream(_)) => StatusCode::BAD_GATEWAY,
-            AuthError::KeysUnavailable { .. } | AuthError::ReplayUnavailable | AuthError::IdentityUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AuthError::KeysUnavailable { .. }
+            | AuthError::ReplayUnavailable
+            | AuthError::ReplayFull
+            | AuthError::IdentityUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AuthError::Denied => StatusCode::FORBIDDEN,
             AuthError::NotRouted => StatusCode::INTERNAL_SERVER_ERROR,
             AuthError::Session(e) => e.status(),
@@ -332,6 +355,7 @@ impl Reject for AuthError {
             AuthError::Token { reason, .. } => reason.message().into_owned(),
             AuthError::KeysUnavailable { .. } => "Token verification keys are temporarily unavailable".into(),
             AuthError::ReplayUnavailable => "Replay protection is temporarily unavailable".into(),
+            AuthError::ReplayFull => "Replay protection is at capacity; retry later".into(),
             AuthError::NotRouted => "request was not routed".into(),
             AuthError::ServiceMissing => "Authentication Required".into(),
             AuthError::Service(e) => e.message(),
@@ -359,6 +383,7 @@ impl Reject for AuthError {
             AuthError::Token { reason, .. } => reason.reason(),
             AuthError::KeysUnavailable { .. } => "keys_unavailable",
             AuthError::ReplayUnavailable => "replay_unavailable",
+            AuthError::ReplayFull => "replay_full",
             AuthError::NotRouted => "not_routed",
             AuthError::ServiceMissing => "auth_missing",
             AuthError::Service(e) => e.reason(),

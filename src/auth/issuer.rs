@@ -36,6 +36,26 @@ pub enum VerifyKey {
     Hmac(Box<hmac::Key>),
 }
 
+impl VerifyKey {
+    /// Whether `other` is this key (a refetched JWKS parses into new values).
+    pub fn same_as(&self, other: &VerifyKey) -> bool {
+        match (self, other) {
+            (VerifyKey::Ec { kid: a, key: ka }, VerifyKey::Ec { kid: b, key: kb }) => {
+                a == b
+                    && match (ka, kb) {
+                        (PublicKey::P256(x), PublicKey::P256(y)) => x.as_ref() == y.as_ref(),
+                        (PublicKey::K256(x), PublicKey::K256(y)) => x == y,
+                        _ => false,
+                    }
+            }
+            // Secrets are static: their key set never changes without a reload, which
+            // starts a new cache. Compared by identity.
+            (VerifyKey::Hmac(a), VerifyKey::Hmac(b)) => std::ptr::eq(&**a, &**b),
+            _ => false,
+        }
+    }
+}
+
 /// Keys of one issuer at one moment.
 #[derive(Debug)]
 pub struct KeySet {

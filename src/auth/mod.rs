@@ -279,7 +279,7 @@ pub fn parse_authorization(value: &HeaderValue) -> Result<(Scheme, &str), AuthEr
     Ok((scheme, token))
 }
 
-/// The DPoP path: proof, replay, token (cached), binding.
+/// The DPoP path: proof, token (cached), binding, then replay.
 pub async fn authenticate_dpop(
     replay: &dyn dpop::replay::ReplayStore,
     dpop: &DpopState,
@@ -321,19 +321,19 @@ pub async fn authenticate_dpop(
     let url = external.ok_or(AuthError::Proof(ProofError::HtuMismatch))?;
     let ctx = ProofContext { method: req.method.as_str(), url, ath: Some(&ath), now_ms };
     let proof = verify_proof(proof, &ctx, &dpop.nonces, &dpop.proof_keys)?;
-    match replay.insert_if_absent(proof.replay_key, REPLAY_TTL).await {
-        Ok(true) => {}
-        Ok(false) => return Err(AuthError::Proof(ProofError::Replayed)),
-        Err(e) => {
-            tracing::error!(error = %e, "replay store unavailable");
-            return Err(AuthError::ReplayUnavailable);
-        }
-    }
     let verified = verified_token(dpop, token, &hash, scheme, now).await?;
     match &verified.jkt {
-        None => Err(AuthError::Token { scheme, reason: TokenError::Unbound }),
-        Some(jkt) if *jkt != proof.jkt => Err(AuthError::Token { scheme, reason: TokenError::Binding }),
-        Some(_) => Ok(Principal::OAuth { token: verified, jkt: proof.jkt }),
+        None => return Err(AuthError::Token { scheme, reason: TokenError::Unbound }),
+        Some(jkt) if *jkt != proof.jkt => return Err(AuthError::Token { scheme, reason: TokenError::Binding }),
+        Some(_) => {}
+    }
+    // Only now, with the token verified and bound to the proof key (and `ath` binding the
+    // proof to the token), is the `jti` recorded: proofs carrying junk tokens must not
+    // fill the store, or the Redis that also holds browser sessions.
+    match replay.insert_if_absent(proof.replay_key, REPLAY_TTL).await {
+        Ok(true) => Ok(Principal::OAuth { token: verified, jkt: proof.jkt }),
+        Ok(false) => Err(AuthError::Proof(ProofError::Replayed)),
+        Err(e) => Err(AuthError::replay(e)),
     }
 }
 
@@ -344,11 +344,12 @@ async fn verified_token(
     scheme: Scheme,
     now: u64,
 ) -> Result<Arc<VerifiedToken>, AuthError> {
-    if let Some(t) = dpop.tokens.get(hash, now) {
+    if let Some(t) = dpop.tokens.get(hash, now, &dpop.issuers) {
         return Ok(t);
     }
-    let verified = Arc::new(token::verify_token(token, scheme, &dpop.issuers, now).await?);
-    dpop.tokens.insert(*hash, verified.clone());
+    let (verified, by) = token::verify_token_by_key(token, scheme, &dpop.issuers, now).await?;
+    let verified = Arc::new(verified);
+    dpop.tokens.insert(*hash, verified.clone(), by);
     Ok(verified)
 }
 

@@ -340,7 +340,7 @@ async fn hs256_and_es256k_issuers() {
     let issuer = |name: &str, keys: KeySource, algs: &[&str]| IssuerConfig {
         issuer: name.into(),
         keys,
-        audiences: vec![],
+        audiences: vec!["did:web:gateway.example.com".into()],
         algs: algs.iter().map(|a| a.to_string()).collect(),
         clock_skew: Duration::ZERO,
         jwks_refresh: Duration::from_secs(300),
@@ -353,7 +353,7 @@ async fn hs256_and_es256k_issuers() {
     ];
     let issuers = Issuers::new(&configs, &Outbound::new(Default::default())).unwrap();
     let now = 1_767_225_600u64;
-    let claims = |iss: &str| json!({"iss": iss, "sub": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto", "cnf": {"jkt": "x"}});
+    let claims = |iss: &str| json!({"iss": iss, "sub": "did:plc:ewvi7nxzyoun6zhxrhs64oiz", "aud": "did:web:gateway.example.com", "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto", "cnf": {"jkt": "x"}});
     let b64 = |v: &Value| crate::jose::b64url(v.to_string().as_bytes());
     // HS256.
     let input = format!("{}.{}", b64(&json!({"typ": "at+jwt", "alg": "HS256"})), b64(&claims("https://pds.test")));
@@ -451,7 +451,7 @@ async fn oauth_sub_is_canonical() {
     let config = IssuerConfig {
         issuer: "https://pds.test".into(),
         keys: KeySource::Hs256(SecretRef::File(file)),
-        audiences: vec![],
+        audiences: vec!["did:web:pds.test".into()],
         algs: vec!["HS256".into()],
         clock_skew: Duration::ZERO,
         jwks_refresh: Duration::from_secs(300),
@@ -462,7 +462,7 @@ async fn oauth_sub_is_canonical() {
     let now = 1_767_225_600u64;
     let token_for = |sub: &str| {
         let claims =
-            json!({"iss": "https://pds.test", "sub": sub, "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto"});
+            json!({"iss": "https://pds.test", "sub": sub, "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto", "aud": "did:web:pds.test"});
         let b64 = |v: &Value| crate::jose::b64url(v.to_string().as_bytes());
         let input = format!("{}.{}", b64(&json!({"typ": "at+jwt", "alg": "HS256"})), b64(&claims));
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);
@@ -473,4 +473,121 @@ async fn oauth_sub_is_canonical() {
     let upper = token_for("did:plc:EWVI7NXZYOUN6ZHXRHS64OIZ");
     let r = token::verify_token(&upper, Scheme::Dpop, &issuers, now).await;
     assert!(matches!(r, Err(AuthError::Token { reason: TokenError::Claim(_), .. })), "{r:?}");
+}
+
+/// A proof whose token does not verify leaves no trace in the replay store: junk tokens
+/// cannot fill it or push out the `jti`s of real requests.
+#[tokio::test]
+async fn only_verified_requests_record_their_jti() {
+    let dpop = state("did:web:gateway.example.com");
+    let replay = MemoryReplayStore::new(2);
+    let real = Case::new(PROOF.into());
+    run_with(&real, &dpop, &replay, T_MS).await.unwrap();
+    let junk_tokens = ["not.a.token", "eyJ0eXAiOiJhdCtqd3QifQ.e30.AAAA", TOKEN.trim_end_matches('Q')];
+    for junk in junk_tokens {
+        let ath = crate::jose::sha256_b64url(junk.as_bytes());
+        let mut case = Case::new(proof(|_, c| c["ath"] = json!(ath)));
+        case.authorization = vec![format!("DPoP {junk}")];
+        assert!(matches!(run_with(&case, &dpop, &replay, T_MS).await, Err(AuthError::Token { .. })));
+    }
+    // Bound to another key: the token verifies, the binding does not.
+    let other_key = SigningKey::generate();
+    let unbound = Case::new(other_key.sign_jwt(header_for(&other_key), &claims()));
+    assert_eq!(token_error(run_with(&unbound, &dpop, &replay, T_MS).await), TokenError::Binding);
+    assert_eq!(replay.len(), 1, "a request that failed authentication recorded its jti");
+    assert_eq!(proof_error(run_with(&real, &dpop, &replay, T_MS).await), ProofError::Replayed);
+}
+
+/// At capacity the store refuses (503) instead of forgetting a live `jti`.
+#[tokio::test]
+async fn a_full_replay_store_is_503_not_forgetful() {
+    let dpop = state("did:web:gateway.example.com");
+    let replay = MemoryReplayStore::new(1);
+    let real = Case::new(PROOF.into());
+    run_with(&real, &dpop, &replay, T_MS).await.unwrap();
+    let r = run_with(&Case::new(proof(|_, _| {})), &dpop, &replay, T_MS).await;
+    let Err(e) = r else { panic!("accepted with a full store") };
+    assert!(matches!(e, AuthError::ReplayFull), "{e:?}");
+    use crate::respond::Reject;
+    assert_eq!(
+        (e.status(), e.error_name(), e.reason()),
+        (http::StatusCode::SERVICE_UNAVAILABLE, "TemporarilyUnavailable", "replay_full")
+    );
+    assert_eq!(proof_error(run_with(&real, &dpop, &replay, T_MS).await), ProofError::Replayed);
+}
+
+/// Time values no clock will reach, or below zero: each proof or token is refused or
+/// accepted by the rules, and nothing panics (ISSUE 15 §5).
+const EXTREMES: [f64; 10] =
+    [i64::MAX as f64, u64::MAX as f64, 1e300, f64::MAX, -1.0, i64::MIN as f64, -1e300, 0.0, 0.5, 1_767_225_600.999];
+
+#[tokio::test]
+async fn extreme_proof_times_never_panic() {
+    for v in EXTREMES {
+        for claim in ["iat", "exp", "nbf"] {
+            let p = proof(|_, c| c[claim] = json!(v));
+            let r = run(Case::new(p)).await;
+            let in_window = (1_767_225_600.0 - 190.0..=1_767_225_600.0 + 180.0).contains(&v);
+            match claim {
+                "iat" if in_window => assert!(r.is_ok(), "iat {v}: {r:?}"),
+                "iat" => assert!(matches!(proof_error(r), ProofError::IatPast | ProofError::IatFuture), "iat {v}"),
+                "exp" if v > 1_767_225_600.0 - 180.0 => assert!(r.is_ok(), "exp {v}: {r:?}"),
+                "exp" => assert_eq!(proof_error(r), ProofError::Exp, "exp {v}"),
+                _ if v <= 1_767_225_600.0 + 180.0 => assert!(r.is_ok(), "nbf {v}: {r:?}"),
+                _ => assert_eq!(proof_error(r), ProofError::Nbf, "nbf {v}"),
+            }
+        }
+    }
+}
+
+/// A DpopState trusting tokens signed by `as_key`.
+fn state_signed_by(as_key: &SigningKey) -> DpopState {
+    let mut dpop = state("did:web:gateway.example.com");
+    let config = IssuerConfig {
+        issuer: "https://auth.example.com".into(),
+        keys: KeySource::PublicKey(Jwk::from_value(&as_key.public_jwk()).unwrap()),
+        audiences: vec!["did:web:gateway.example.com".into()],
+        algs: vec!["ES256".into()],
+        clock_skew: Duration::from_secs(60),
+        jwks_refresh: Duration::from_secs(300),
+        max_stale: Duration::from_secs(86_400),
+        expand_include: false,
+    };
+    dpop.issuers = Issuers::new(&[config], &Outbound::new(Default::default())).unwrap();
+    dpop
+}
+
+#[tokio::test]
+async fn extreme_token_times_never_panic() {
+    let as_key = SigningKey::generate();
+    let dpop = state_signed_by(&as_key);
+    let now = 1_767_225_600f64;
+    for v in EXTREMES {
+        for claim in ["exp", "nbf", "iat"] {
+            let mut claims = json!({"iss": "https://auth.example.com", "sub": "did:plc:ewvi7nxzyoun6zhxrhs64oiz",
+                "aud": "did:web:gateway.example.com", "iat": now, "exp": now + 3600.0, "jti": "tok",
+                "scope": "atproto", "cnf": {"jkt": dpop_key().thumbprint()}});
+            claims[claim] = json!(v);
+            let token = as_key.sign_jwt(json!({"typ": "at+jwt"}), &claims);
+            let ath = crate::jose::sha256_b64url(token.as_bytes());
+            // Twice: verified, then from the cache (which keeps it until `exp`).
+            for _ in 0..2 {
+                let mut case = Case::new(proof(|_, c| c["ath"] = json!(ath)));
+                case.authorization = vec![format!("DPoP {token}")];
+                let r = run_with(&case, &dpop, &MemoryReplayStore::new(10), T_MS).await;
+                let valid = match claim {
+                    "exp" => v + 60.0 > now,
+                    "nbf" => v <= now + 60.0,
+                    _ => true,
+                };
+                match r {
+                    Ok(_) => assert!(valid, "{claim} {v} accepted"),
+                    Err(AuthError::Token { reason: TokenError::Expired | TokenError::NotYetValid, .. }) => {
+                        assert!(!valid, "{claim} {v} refused")
+                    }
+                    Err(e) => panic!("{claim} {v}: {e:?}"),
+                }
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ use aws_lc_rs::hmac;
 use serde_json::{Map, Value};
 
 use super::error::{AuthError, Scheme, TokenError};
-use super::issuer::{Issuer, Issuers, VerifyKey};
+use super::issuer::{Issuer, Issuers, KeySet, VerifyKey};
 use crate::jose::{Alg, jws};
 
 /// A verified access token: what atgate knows about the request's principal.
@@ -49,6 +49,24 @@ pub async fn verify_token(
     issuers: &Issuers,
     now: u64,
 ) -> Result<VerifiedToken, AuthError> {
+    verify_token_by_key(token, scheme, issuers, now).await.map(|(token, _)| token)
+}
+
+/// The key a token's signature verified with: the issuer's key set of that moment and
+/// the key's place in it.
+#[derive(Debug, Clone)]
+pub struct VerifiedBy {
+    keys: Arc<KeySet>,
+    index: usize,
+}
+
+/// [`verify_token`], also saying which key verified the signature (for the cache).
+pub async fn verify_token_by_key(
+    token: &str,
+    scheme: Scheme,
+    issuers: &Issuers,
+    now: u64,
+) -> Result<(VerifiedToken, VerifiedBy), AuthError> {
     let err = |r| token_err(scheme, r);
     let jws = jws::parse(token).map_err(|_| err(TokenError::Malformed))?;
     let iss = jws.claims.get("iss").and_then(Value::as_str).ok_or_else(|| err(TokenError::UnknownIssuer))?;
@@ -56,7 +74,7 @@ pub async fn verify_token(
     if !issuer.config.algs.iter().any(|a| a == &jws.header.alg) {
         return Err(err(TokenError::Alg));
     }
-    check_signature(issuer, &jws, scheme).await?;
+    let by = check_signature(issuer, &jws, scheme).await?;
     let typ = jws.header.typ.as_deref().map(normalize_typ);
     if typ.as_deref() != Some("at+jwt") {
         return Err(err(TokenError::Typ));
@@ -101,7 +119,8 @@ pub async fn verify_token(
             }
         },
     };
-    if !issuer.config.audiences.is_empty() {
+    // `audiences` is required by the config; an empty list accepts nothing.
+    {
         let ok = match c.get("aud") {
             Some(Value::String(a)) => issuer.config.audiences.contains(a),
             Some(Value::Array(list)) => {
@@ -133,15 +152,17 @@ pub async fn verify_token(
     if issuer.config.expand_include {
         granted.expand_includes(&issuers.sets).await;
     }
-    Ok(VerifiedToken {
+    let token = VerifiedToken {
         issuer: issuer.config.issuer.clone(),
         sub: sub.into_owned(),
         client_id,
         granted,
         scope,
         jkt,
+        // `as` saturates: a negative `exp` failed above, a huge one is u64::MAX.
         exp: exp as u64,
-    })
+    };
+    Ok((token, by))
 }
 
 /// `typ` comparison as jose does it: lowercase, `application/` prefix dropped.
@@ -150,7 +171,7 @@ pub fn normalize_typ(typ: &str) -> String {
     lower.strip_prefix("application/").map(str::to_owned).unwrap_or(lower)
 }
 
-async fn check_signature(issuer: &Issuer, jws: &jws::Compact<'_>, scheme: Scheme) -> Result<(), AuthError> {
+async fn check_signature(issuer: &Issuer, jws: &jws::Compact<'_>, scheme: Scheme) -> Result<VerifiedBy, AuthError> {
     let unavailable =
         || AuthError::KeysUnavailable { issuer: issuer.config.issuer.clone(), cause: issuer.last_error() };
     let alg = jws.header.alg.as_str();
@@ -167,12 +188,12 @@ async fn check_signature(issuer: &Issuer, jws: &jws::Compact<'_>, scheme: Scheme
             None => return Err(unavailable()),
         };
         let mut matched = false;
-        for key in &keys.keys {
+        for (index, key) in keys.keys.iter().enumerate() {
             match key {
                 VerifyKey::Hmac(k) if alg == "HS256" => {
                     matched = true;
                     if hmac::verify(k, jws.signing_input.as_bytes(), &jws.signature).is_ok() {
-                        return Ok(());
+                        return Ok(VerifiedBy { keys, index });
                     }
                 }
                 VerifyKey::Ec { kid: key_kid, key } => {
@@ -184,7 +205,7 @@ async fn check_signature(issuer: &Issuer, jws: &jws::Compact<'_>, scheme: Scheme
                     }
                     matched = true;
                     if key.verify(a, jws.signing_input.as_bytes(), &jws.signature, false) {
-                        return Ok(());
+                        return Ok(VerifiedBy { keys, index });
                     }
                 }
                 VerifyKey::Hmac(_) => {}
@@ -201,20 +222,27 @@ async fn check_signature(issuer: &Issuer, jws: &jws::Compact<'_>, scheme: Scheme
     }
 }
 
-/// Verified tokens by SHA-256 of the token, each kept until its `exp`.
+/// Verified tokens by SHA-256 of the token, each kept until its `exp` and only while the
+/// key that verified it is still one of its issuer's keys.
 #[derive(Debug)]
 pub struct TokenCache {
-    cache: moka::sync::Cache<[u8; 32], Arc<VerifiedToken>>,
+    cache: moka::sync::Cache<[u8; 32], Cached>,
     /// Lookups.
     pub stats: crate::metrics::CacheStats,
 }
 
+#[derive(Debug, Clone)]
+struct Cached {
+    token: Arc<VerifiedToken>,
+    by: VerifiedBy,
+}
+
 struct UntilExp;
 
-impl moka::Expiry<[u8; 32], Arc<VerifiedToken>> for UntilExp {
-    fn expire_after_create(&self, _key: &[u8; 32], token: &Arc<VerifiedToken>, _now: Instant) -> Option<Duration> {
+impl moka::Expiry<[u8; 32], Cached> for UntilExp {
+    fn expire_after_create(&self, _key: &[u8; 32], cached: &Cached, _now: Instant) -> Option<Duration> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-        Some(Duration::from_secs(token.exp.saturating_sub(now)))
+        Some(Duration::from_secs(cached.token.exp.saturating_sub(now)))
     }
 }
 
@@ -237,15 +265,28 @@ impl TokenCache {
         self.len() == 0
     }
 
-    /// A cached token still valid at `now`.
-    pub fn get(&self, hash: &[u8; 32], now: u64) -> Option<Arc<VerifiedToken>> {
-        let found = self.cache.get(hash).filter(|t| t.exp > now);
+    /// A cached token still valid at `now` whose verifying key `issuers` still hold. A key
+    /// that left the issuer's JWKS at a refresh (rotated out, revoked) takes the tokens it
+    /// signed with it at that refresh, not at their `exp`.
+    pub fn get(&self, hash: &[u8; 32], now: u64, issuers: &Issuers) -> Option<Arc<VerifiedToken>> {
+        let found = self.cache.get(hash).filter(|c| c.token.exp > now).and_then(|c| {
+            let current = issuers.get(&c.token.issuer)?.current()?;
+            if Arc::ptr_eq(&current, &c.by.keys) {
+                return Some(c.token);
+            }
+            let index = current.keys.iter().position(|k| k.same_as(&c.by.keys.keys[c.by.index]))?;
+            // Still trusted after the refresh: remember the new set, so the next lookup
+            // is a pointer comparison again.
+            let token = c.token.clone();
+            self.cache.insert(*hash, Cached { token: c.token, by: VerifiedBy { keys: current, index } });
+            Some(token)
+        });
         self.stats.record(found.is_some());
         found
     }
 
-    /// Remembers a verified token.
-    pub fn insert(&self, hash: [u8; 32], token: Arc<VerifiedToken>) {
-        self.cache.insert(hash, token);
+    /// Remembers a verified token with the key that verified it.
+    pub fn insert(&self, hash: [u8; 32], token: Arc<VerifiedToken>, by: VerifiedBy) {
+        self.cache.insert(hash, Cached { token, by });
     }
 }

@@ -265,7 +265,16 @@ impl Validator<'_> {
             None if hs256 => vec!["HS256".to_owned()],
             None => vec!["ES256".to_owned(), "ES256K".to_owned()],
         };
-        let audiences = raw.audiences.iter().map(|a| a.value.clone()).collect();
+        let audiences: Vec<String> = raw.audiences.iter().map(|a| a.value.clone()).collect();
+        if audiences.is_empty() {
+            // Without it any `aud` would do: a token the issuer minted for another
+            // resource server would be accepted here (RFC 9068 §4, RFC 8707).
+            self.error(
+                place,
+                format!("{field}.audiences"),
+                "required: the aud values this gateway accepts (its service DID or URL), so that a token minted for another resource is refused",
+            );
+        }
         Some(IssuerConfig {
             issuer: issuer?,
             keys: keys?,

@@ -126,7 +126,7 @@ proptest! {
 fn clock_skew_may_be_zero_in_any_unit_but_timeouts_may_not() {
     let issuer = |skew: &str| {
         format!(
-            "public_url: https://gw.example.org\nissuers:\n  - {{ issuer: https://as.example.org, discovery: true, clock_skew: {skew} }}\n{MINIMAL}"
+            "public_url: https://gw.example.org\nissuers:\n  - {{ issuer: https://as.example.org, discovery: true, audiences: [did:web:gw.example.org], clock_skew: {skew} }}\n{MINIMAL}"
         )
     };
     for (skew, want) in [("0s", 0), ("0ms", 0), ("30s", 30)] {

@@ -67,6 +67,11 @@ impl DevIssuer {
         kid
     }
 
+    /// Removes the key `kid` from the JWKS (a key rotated out or revoked).
+    pub fn retire(&self, kid: &str) {
+        self.state.keys.write().retain(|(k, _)| k != kid);
+    }
+
     /// Answers 503 to everything while `down`.
     pub fn set_down(&self, down: bool) {
         self.state.down.store(down, Ordering::SeqCst);

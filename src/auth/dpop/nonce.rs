@@ -25,6 +25,9 @@ pub struct Nonces {
     rotation_ms: u64,
     /// The accepted values for the current counter, computed once per rotation.
     window: arc_swap::ArcSwap<Window>,
+    /// The secret, when atgate generated it (none configured): a reload keeps it, so
+    /// nonces already handed out stay valid.
+    generated: Option<[u8; 32]>,
 }
 
 /// `nonce(c + 1)` to hand out, and every accepted value for one counter `c`:
@@ -49,7 +52,25 @@ impl Nonces {
         let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
         let older: Vec<hmac::Key> = older.iter().map(|s| hmac::Key::new(hmac::HMAC_SHA256, s)).collect();
         let window = arc_swap::ArcSwap::from_pointee(Window::new(&key, &older, 0));
-        Nonces { key, older, rotation_ms, window }
+        Nonces { key, older, rotation_ms, window, generated: None }
+    }
+
+    /// A nonce source over a secret atgate generated itself, `previous`'s if it had one.
+    pub fn generated(previous: Option<&Nonces>, rotation: Duration) -> Result<Nonces, aws_lc_rs::error::Unspecified> {
+        let secret = match previous.and_then(|p| p.generated) {
+            Some(kept) => kept,
+            None => {
+                let mut fresh = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut fresh)?;
+                fresh
+            }
+        };
+        Ok(Nonces { generated: Some(secret), ..Nonces::new(&secret, rotation) })
+    }
+
+    /// Whether the secret was generated (not configured).
+    pub fn is_generated(&self) -> bool {
+        self.generated.is_some()
     }
 
     fn window(&self, now_ms: u64) -> arc_swap::Guard<std::sync::Arc<Window>> {

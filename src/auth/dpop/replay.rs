@@ -5,14 +5,26 @@
 //! values, so attacker input is never stored raw. A Redis implementation shares the state
 //! across replicas (`SET key 1 NX PX ttl`); the in-memory one serves a single replica.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
+use parking_lot::Mutex;
 
-/// The replay store could not answer (Redis down, say): a 503, never an accept.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("replay store unavailable: {0}")]
-pub struct ReplayError(pub String);
+/// Why the replay store could not answer: a 503, never an accept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// The store did not answer (Redis down, say).
+    #[error("replay store unavailable: {0}")]
+    Unavailable(String),
+    /// The in-memory store holds `capacity` keys, none expired: remembering one more would
+    /// mean forgetting a key that could still be replayed.
+    #[error("replay store full")]
+    Full,
+}
 
 /// A set of recently seen keys.
 pub trait ReplayStore: Send + Sync + std::fmt::Debug {
@@ -35,13 +47,13 @@ pub trait ReplayStore: Send + Sync + std::fmt::Debug {
 /// A store with its latency and results recorded (`atgate_replay_*`).
 #[derive(Debug)]
 pub struct Measured {
-    inner: std::sync::Arc<dyn ReplayStore>,
+    inner: Arc<dyn ReplayStore>,
     metrics: crate::metrics::ReplayMetrics,
 }
 
 impl Measured {
     /// Wraps `inner`.
-    pub fn new(inner: std::sync::Arc<dyn ReplayStore>, metrics: crate::metrics::ReplayMetrics) -> Measured {
+    pub fn new(inner: Arc<dyn ReplayStore>, metrics: crate::metrics::ReplayMetrics) -> Measured {
         Measured { inner, metrics }
     }
 }
@@ -55,7 +67,8 @@ impl ReplayStore for Measured {
             let label = match result {
                 Ok(true) => "fresh",
                 Ok(false) => "replayed",
-                Err(_) => "error",
+                Err(ReplayError::Full) => "full",
+                Err(ReplayError::Unavailable(_)) => "error",
             };
             self.metrics.results.get_or_create(&crate::metrics::ReplayLabels { result: label }).inc();
             result
@@ -84,51 +97,123 @@ pub fn replay_key(namespace: &str, parts: &[&str]) -> [u8; 32] {
     key
 }
 
-/// Bounded in-memory store; each entry expires at its own deadline.
-#[derive(Debug)]
+/// The store's time source: `Instant::now`, or a test's hand-moved clock.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
+/// Shards of the in-memory store: concurrent inserts of different keys rarely wait.
+const SHARDS: usize = 64;
+
+/// Bounded in-memory store; each entry is kept until its own deadline, never less.
+///
+/// At `capacity` live keys it refuses new ones ([`ReplayError::Full`], a 503) instead of
+/// evicting: any evicted key younger than its TTL is a proof that could be replayed
+/// (ATPROTO-AUTH.md §3.4). Only requests whose token verified reach the store, so filling
+/// it takes valid credentials.
 pub struct MemoryReplayStore {
-    seen: moka::sync::Cache<[u8; 32], Instant>,
+    shards: Box<[Mutex<Shard>]>,
+    capacity: u64,
+    /// Keys held, over all shards; reserved before an insert so the bound is exact.
+    live: AtomicU64,
+    clock: Clock,
 }
 
-struct UntilDeadline;
+/// One shard: the keys, and their deadlines in order so expired ones leave cheaply.
+#[derive(Default)]
+struct Shard {
+    deadlines: HashMap<[u8; 32], Instant>,
+    by_deadline: BinaryHeap<Reverse<(Instant, [u8; 32])>>,
+}
 
-impl moka::Expiry<[u8; 32], Instant> for UntilDeadline {
-    fn expire_after_create(&self, _key: &[u8; 32], deadline: &Instant, now: Instant) -> Option<Duration> {
-        Some(deadline.saturating_duration_since(now))
+impl Shard {
+    /// Drops the keys whose deadline has passed; returns how many.
+    fn purge(&mut self, now: Instant) -> u64 {
+        let mut dropped = 0;
+        while let Some(Reverse((deadline, key))) = self.by_deadline.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.by_deadline.pop();
+            self.deadlines.remove(&key);
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+impl std::fmt::Debug for MemoryReplayStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryReplayStore").field("capacity", &self.capacity).field("live", &self.live).finish()
     }
 }
 
 impl MemoryReplayStore {
-    /// A store remembering at most `capacity` keys. When full, the least recently
-    /// inserted keys go first; size it above peak proofs per `ttl`.
+    /// A store remembering at most `capacity` keys; size it above peak proofs per TTL
+    /// (198 s for DPoP).
     pub fn new(capacity: u64) -> MemoryReplayStore {
-        // LRU, not moka's default TinyLFU: TinyLFU may decline to admit a new key when the
-        // cache is full (every key here is seen once), which would forget the newest proofs,
-        // the ones a replay would reuse.
-        let seen = moka::sync::Cache::builder()
-            .max_capacity(capacity)
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .expire_after(UntilDeadline)
-            .build();
-        MemoryReplayStore { seen }
+        MemoryReplayStore::with_clock(capacity, Arc::new(Instant::now))
     }
 
-    /// Entries held now (pending inserts and expiries applied first).
+    /// A store reading time from `clock` (tests move it by hand).
+    pub fn with_clock(capacity: u64, clock: Clock) -> MemoryReplayStore {
+        let shards = (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect();
+        MemoryReplayStore { shards, capacity, live: AtomicU64::new(0), clock }
+    }
+
+    /// Keys held now, expired ones dropped first.
     pub fn len(&self) -> u64 {
-        self.seen.run_pending_tasks();
-        self.seen.entry_count()
+        self.purge_all((self.clock)());
+        self.live.load(Ordering::Acquire)
     }
 
-    /// Whether no entries are held (approximate).
+    /// Whether no keys are held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn purge_all(&self, now: Instant) {
+        for shard in self.shards.iter() {
+            let dropped = shard.lock().purge(now);
+            self.live.fetch_sub(dropped, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes one slot of the capacity, if one is free.
+    fn reserve(&self) -> bool {
+        self.live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.capacity).then_some(n + 1)).is_ok()
+    }
+
+    fn insert(&self, key: [u8; 32], ttl: Duration) -> Result<bool, ReplayError> {
+        let now = (self.clock)();
+        // A TTL from an attacker-chosen `exp` may be huge: saturate, never overflow.
+        let deadline = now.checked_add(ttl).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400));
+        let shard = &self.shards[usize::from(key[0]) % SHARDS];
+        let mut held = shard.lock();
+        let dropped = held.purge(now);
+        self.live.fetch_sub(dropped, Ordering::AcqRel);
+        if held.deadlines.contains_key(&key) {
+            return Ok(false);
+        }
+        if !self.reserve() {
+            // Full: other shards may still hold expired keys. Drop them and try once more.
+            drop(held);
+            self.purge_all(now);
+            held = shard.lock();
+            if held.deadlines.contains_key(&key) {
+                return Ok(false);
+            }
+            if !self.reserve() {
+                return Err(ReplayError::Full);
+            }
+        }
+        held.deadlines.insert(key, deadline);
+        held.by_deadline.push(Reverse((deadline, key)));
+        Ok(true)
     }
 }
 
 impl ReplayStore for MemoryReplayStore {
     fn insert_if_absent(&self, key: [u8; 32], ttl: Duration) -> BoxFuture<'_, Result<bool, ReplayError>> {
-        let entry = self.seen.entry(key).or_insert_with(|| Instant::now() + ttl);
-        Box::pin(std::future::ready(Ok(entry.is_fresh())))
+        Box::pin(std::future::ready(self.insert(key, ttl)))
     }
 
     fn local_entries(&self) -> Option<u64> {
@@ -156,34 +241,65 @@ mod tests {
         assert_ne!(replay_key("DPoP", &["x"]), replay_key("svc", &["x"]));
     }
 
-    #[tokio::test]
-    async fn entries_expire() {
-        let store = MemoryReplayStore::new(100);
-        let k = replay_key("DPoP", &["a"]);
-        assert!(store.insert_if_absent(k, Duration::from_millis(30)).await.unwrap());
-        std::thread::sleep(Duration::from_millis(60));
-        store.seen.run_pending_tasks();
-        assert!(store.insert_if_absent(k, Duration::from_millis(30)).await.unwrap());
+    /// A clock the test moves by hand.
+    fn manual_clock() -> (Clock, Arc<AtomicU64>) {
+        let start = Instant::now();
+        let offset_ms = Arc::new(AtomicU64::new(0));
+        let read = offset_ms.clone();
+        (Arc::new(move || start + Duration::from_millis(read.load(Ordering::SeqCst))), offset_ms)
     }
 
-    /// Past capacity the oldest keys go; the newest, the ones a replay would reuse, stay.
-    #[tokio::test]
-    async fn a_full_store_remembers_the_newest_keys() {
-        let store = MemoryReplayStore::new(100);
-        let keys: Vec<_> = (0..300).map(|i| replay_key("DPoP", &[&i.to_string()])).collect();
-        for k in &keys {
-            assert!(store.insert_if_absent(*k, Duration::from_secs(60)).await.unwrap());
+    fn insert(store: &MemoryReplayStore, key: [u8; 32], ttl: Duration) -> Result<bool, ReplayError> {
+        futures_util::FutureExt::now_or_never(store.insert_if_absent(key, ttl)).unwrap()
+    }
+
+    #[test]
+    fn entries_expire_at_their_deadline_not_before() {
+        let (clock, ms) = manual_clock();
+        let store = MemoryReplayStore::with_clock(100, clock);
+        let k = replay_key("DPoP", &["a"]);
+        assert_eq!(insert(&store, k, Duration::from_secs(198)), Ok(true));
+        ms.store(197_999, Ordering::SeqCst);
+        assert_eq!(insert(&store, k, Duration::from_secs(198)), Ok(false));
+        ms.store(198_000, Ordering::SeqCst);
+        assert_eq!(store.len(), 0);
+        assert_eq!(insert(&store, k, Duration::from_secs(198)), Ok(true));
+    }
+
+    /// Full of live keys, the store refuses a new one rather than forget any of them; as
+    /// soon as keys expire there is room again.
+    #[test]
+    fn a_full_store_refuses_rather_than_forgets() {
+        let (clock, ms) = manual_clock();
+        let store = MemoryReplayStore::with_clock(100, clock);
+        let keys: Vec<_> = (0..101).map(|i| replay_key("DPoP", &[&i.to_string()])).collect();
+        for k in &keys[..100] {
+            assert_eq!(insert(&store, *k, Duration::from_secs(198)), Ok(true));
         }
-        store.seen.run_pending_tasks();
-        for k in &keys[250..] {
-            assert!(!store.insert_if_absent(*k, Duration::from_secs(60)).await.unwrap(), "a recent key was forgotten");
+        assert_eq!(insert(&store, keys[100], Duration::from_secs(198)), Err(ReplayError::Full));
+        ms.store(197_999, Ordering::SeqCst);
+        for k in &keys[..100] {
+            assert_eq!(insert(&store, *k, Duration::from_secs(198)), Ok(false), "a live key was forgotten");
         }
-        assert!(store.len() <= 100);
+        assert_eq!(insert(&store, keys[100], Duration::from_secs(198)), Err(ReplayError::Full));
+        assert_eq!(store.len(), 100);
+        ms.store(198_000, Ordering::SeqCst);
+        assert_eq!(insert(&store, keys[100], Duration::from_secs(198)), Ok(true));
+        assert_eq!(store.len(), 1);
+    }
+
+    /// A TTL derived from an attacker's `exp` cannot overflow the deadline.
+    #[test]
+    fn huge_ttls_do_not_panic() {
+        let store = MemoryReplayStore::new(10);
+        assert_eq!(insert(&store, replay_key("t", &["max"]), Duration::MAX), Ok(true));
+        assert_eq!(insert(&store, replay_key("t", &["max"]), Duration::MAX), Ok(false));
+        assert_eq!(insert(&store, replay_key("t", &["zero"]), Duration::ZERO), Ok(true));
     }
 
     #[test]
     fn concurrent_inserts_admit_one() {
-        let store = std::sync::Arc::new(MemoryReplayStore::new(1000));
+        let store = Arc::new(MemoryReplayStore::new(1000));
         let k = replay_key("DPoP", &["race"]);
         let handles: Vec<_> = (0..8)
             .map(|_| {
