@@ -164,7 +164,7 @@ mod tests {
     impl Redis {
         fn start() -> Redis {
             let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let child = std::process::Command::new("redis-server")
+            let mut child = std::process::Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .stdout(std::process::Stdio::null())
                 .spawn()
@@ -175,6 +175,8 @@ mod tests {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            let _ = child.kill();
+            let _ = child.wait();
             panic!("redis-server did not start");
         }
     }
