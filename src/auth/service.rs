@@ -280,10 +280,8 @@ pub async fn verify(
         match replay.insert_if_absent(replay_key("service-jwt", &[did, jti]), ttl).await {
             Ok(true) => {}
             Ok(false) => return Err(bad(ServiceError::Replayed)),
-            Err(e) => {
-                tracing::error!(error = %e, "replay store unavailable");
-                return Err(AuthError::ReplayUnavailable);
-            }
+            // A full store is 503 `replay_full`, an unreachable one `ReplayUnavailable`.
+            Err(e) => return Err(AuthError::replay(e)),
         }
     }
     Ok(ServiceToken { did: did.to_owned(), aud: aud.to_owned(), lxm: lxm.map(str::to_owned) })

@@ -461,8 +461,7 @@ async fn oauth_sub_is_canonical() {
     let issuers = Issuers::new(&[config], &Outbound::new(Default::default())).unwrap();
     let now = 1_767_225_600u64;
     let token_for = |sub: &str| {
-        let claims =
-            json!({"iss": "https://pds.test", "sub": sub, "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto", "aud": "did:web:pds.test"});
+        let claims = json!({"iss": "https://pds.test", "sub": sub, "iat": now, "exp": now + 60, "jti": "j", "scope": "atproto", "aud": "did:web:pds.test"});
         let b64 = |v: &Value| crate::jose::b64url(v.to_string().as_bytes());
         let input = format!("{}.{}", b64(&json!({"typ": "at+jwt", "alg": "HS256"})), b64(&claims));
         let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, secret);

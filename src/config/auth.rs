@@ -115,12 +115,17 @@ impl Validator<'_> {
                 if ok { Ok(n.clone()) } else { Err(format!("invalid cookie name {n:?} (letters, digits, - and _)")) }
             })
         });
+        let path_prefix = path(self, &raw.path_prefix, "path_prefix").unwrap_or(d.path_prefix);
+        let client_uri = raw
+            .client_uri
+            .as_ref()
+            .and_then(|s| self.check(s, "oauth_client.client_uri", |t| client_uri_of(t, public_url, &path_prefix)));
         super::OAuthClientConfig {
             client_name: text(self, &raw.client_name, "client_name", 100).unwrap_or(d.client_name),
             keys: self.secret(&raw.keys_env, &raw.keys_file, "oauth_client.keys"),
             scope: scope.unwrap_or(d.scope),
-            path_prefix: path(self, &raw.path_prefix, "path_prefix").unwrap_or(d.path_prefix),
-            client_uri: uri(self, &raw.client_uri, "client_uri"),
+            path_prefix,
+            client_uri,
             logo_uri: uri(self, &raw.logo_uri, "logo_uri"),
             tos_uri: uri(self, &raw.tos_uri, "tos_uri"),
             policy_uri: uri(self, &raw.policy_uri, "policy_uri"),
@@ -448,4 +453,27 @@ pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// `oauth_client.client_uri` as the reference authorization server accepts it
+/// (`@atproto/oauth-provider`'s client manager): on the `client_id`'s origin
+/// (`public_url`) and a parent path of the client metadata URL. Any other value makes
+/// every reference-based server refuse atgate's client metadata at sign-in.
+fn client_uri_of(text: &str, public_url: Option<&url::Url>, path_prefix: &str) -> Result<String, String> {
+    let uri = match url::Url::parse(text) {
+        Ok(u) if matches!(u.scheme(), "https" | "http") => u,
+        _ => return Err(format!("invalid URL {text:?} (expected https://...)")),
+    };
+    let Some(public) = public_url else { return Ok(uri.to_string()) };
+    if uri.origin() != public.origin() {
+        return Err(format!("{text:?} must be on public_url's origin, as authorization servers require"));
+    }
+    let metadata = format!("{path_prefix}/client-metadata.json");
+    let parent = if uri.path().ends_with('/') { uri.path().to_owned() } else { format!("{}/", uri.path()) };
+    if uri.path() != metadata && !metadata.starts_with(&parent) {
+        return Err(format!(
+            "{text:?} must be a parent of the client metadata URL {metadata:?}, as authorization servers require"
+        ));
+    }
+    Ok(uri.to_string())
 }

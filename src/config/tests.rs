@@ -157,3 +157,27 @@ fn otlp_export_needs_the_feature_and_a_collector_url() {
         assert!(err.contains("log.otlp: this atgate was built without OpenTelemetry export"), "{err}");
     }
 }
+
+/// A `client_uri` that reference authorization servers refuse (another origin, or not a
+/// parent of the client metadata URL) is a config error, not a failed sign-in later.
+#[test]
+fn client_uri_must_be_a_parent_of_the_client_id() {
+    let with = |client_uri: &str| {
+        let text = format!(
+            "public_url: https://gw.example.com\noauth_client: {{ path_prefix: /oauth, client_uri: \"{client_uri}\" }}\n{MINIMAL}"
+        );
+        Config::parse(&text, "t.yaml").map(|c| c.oauth_client.and_then(|o| o.client_uri))
+    };
+    for ok in ["https://gw.example.com", "https://gw.example.com/", "https://gw.example.com/oauth"] {
+        assert!(with(ok).is_ok_and(|u| u.is_some()), "{ok}: {:?}", with(ok).err().map(|e| e.to_string()));
+    }
+    for bad in [
+        "https://other.example.com/",
+        "http://gw.example.com/",
+        "https://gw.example.com/app/",
+        "https://gw.example.com/oauthx",
+    ] {
+        let err = with(bad).expect_err(bad).to_string();
+        assert!(err.contains("oauth_client.client_uri"), "{bad}: {err}");
+    }
+}
