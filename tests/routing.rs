@@ -286,4 +286,7 @@ async fn one_host_for_routing_and_forwarding() {
     assert!(a.body.contains("InvalidRequest"), "{}", a.body);
     let a = send_raw(gw_addr, "GET", "http://public.example.com./", "PUBLIC.example.com").await;
     assert_eq!((a.status, a.handler.as_deref()), (200, Some("public-host")), "{}", a.body);
+    // No host at all (an empty `Host`) would skip every host route: refused.
+    let a = send_raw(gw_addr, "GET", "/", "").await;
+    assert_eq!((a.status, a.handler), (400, None), "{}", a.body);
 }

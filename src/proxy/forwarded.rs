@@ -52,11 +52,9 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 /// Works out the client from the connection and, behind trusted proxies, the headers.
 pub fn client_info(conn: &ConnInfo, uri: &http::Uri, headers: &HeaderMap, trusted: &[IpNet]) -> ClientInfo {
     let own_proto = if conn.tls { "https" } else { "http" };
-    let own_host = || {
-        uri.authority()
-            .map(|a| a.as_str().to_owned())
-            .or_else(|| headers.get(http::header::HOST)?.to_str().ok().map(str::to_owned))
-    };
+    // The canonical host routing chooses on (lower case, no trailing dot, no userinfo),
+    // never the client's spelling: it becomes `X-Forwarded-Host` and the DPoP `htu` host.
+    let own_host = || Some(crate::router::request_host(uri, headers).ok()??.text());
     let peer = canonical(conn.peer.ip());
     if trusted.is_empty() || !is_trusted(peer, trusted) {
         return ClientInfo { ip: peer, proto: own_proto, host: own_host(), peer_trusted: false };
@@ -107,6 +105,22 @@ pub fn strip_untrusted(headers: &mut HeaderMap, names: &[http::HeaderName]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_host_is_the_canonical_one() {
+        let host = |uri: &str, host: &str| {
+            let h = headers(&[("host", host)]);
+            client_info(&conn("203.0.113.9:5000"), &uri.parse().unwrap(), &h, &[]).host
+        };
+        assert_eq!(host("/x", "Public.Example.COM.").as_deref(), Some("public.example.com"));
+        assert_eq!(host("/x", "public.example.com:8080").as_deref(), Some("public.example.com:8080"));
+        assert_eq!(
+            host("http://admin.example.com@public.example.com/x", "public.example.com").as_deref(),
+            Some("public.example.com")
+        );
+        // Host and target disagree: no host of the client's choosing (routing refuses it).
+        assert_eq!(host("http://public.example.com/x", "admin.example.com"), None);
+    }
 
     fn conn(peer: &str) -> ConnInfo {
         ConnInfo { peer: peer.parse().unwrap(), local: "127.0.0.1:8080".parse().unwrap(), tls: false }

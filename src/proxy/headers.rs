@@ -78,6 +78,9 @@ impl crate::layers::Stage for Strip {
         if let Some(upgrade) = strip_hop_by_hop(req.headers_mut(), version) {
             req.extensions_mut().insert(UpgradeRequest(upgrade));
         }
+        for name in &NEVER_FORWARDED {
+            req.headers_mut().remove(name);
+        }
         let runtime = shared.runtime_of(req.extensions());
         let peer_trusted = req.extensions().get::<ClientInfo>().is_some_and(|c| c.peer_trusted);
         if !peer_trusted {
@@ -134,6 +137,20 @@ pub fn inject_identity(mut req: Request<Body>) -> Request<Body> {
     }
     req
 }
+
+/// Headers that make an upstream run another handler than the one the route was chosen
+/// for, removed from every request whoever sent it: method overrides (Express's
+/// `method-override`, Rails, Symfony) turn a `POST` routed to a public route into the
+/// `DELETE` of a protected one, and URL overrides (`X-Original-URL`, `X-Rewrite-URL`:
+/// Symfony, Laminas, IIS rewrites) replace the routed path. atgate routes on neither, so
+/// no hop, trusted or not, can legitimately supply them.
+const NEVER_FORWARDED: [HeaderName; 5] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
 
 /// RFC 9110 §7.6.1 connection-specific headers, plus the legacy ones proxies also drop.
 /// `Upgrade` is handled apart (it survives on an upgrade).

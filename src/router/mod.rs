@@ -233,6 +233,8 @@ pub enum BadHost {
     Repeated,
     /// `Host` and the absolute-form target / `:authority` differ (RFC 9113 §8.3.1).
     Disagrees,
+    /// No host at all, where routes or `preserve_host` need one (RFC 9112 §3.2).
+    Missing,
 }
 
 impl Reject for RouteError {
@@ -256,6 +258,7 @@ impl Reject for RouteError {
             RouteError::BadHost(BadHost::Malformed) => "invalid Host header".into(),
             RouteError::BadHost(BadHost::Repeated) => "more than one Host header".into(),
             RouteError::BadHost(BadHost::Disagrees) => "the Host header differs from the request target's host".into(),
+            RouteError::BadHost(BadHost::Missing) => "the request names no host".into(),
             RouteError::BadMethod => "method names are case-sensitive: use upper case, e.g. GET".into(),
             other => other.to_string(),
         }
@@ -293,12 +296,16 @@ impl RequestHost {
     /// The `Host` value for a `preserve_host` upstream: the canonical host, not the
     /// client's spelling of it.
     pub fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_str(&self.text()).ok()
+    }
+
+    /// `host[:port]` (IPv6 in brackets), canonical: what routing chose the route on.
+    pub fn text(&self) -> String {
         let name = if self.name.contains(':') { format!("[{}]", self.name) } else { self.name.clone() };
-        let text = match self.port {
+        match self.port {
             Some(port) => format!("{name}:{port}"),
             None => name,
-        };
-        HeaderValue::from_str(&text).ok()
+        }
     }
 }
 
@@ -425,6 +432,11 @@ impl Stage for Router {
                 true => request_host(req.uri(), req.headers())?,
                 false => None,
             };
+            // Without a host, host routes would be skipped for host-less ones, and a
+            // `preserve_host` upstream would serve its default virtual host.
+            if needs_host && host.is_none() {
+                return Err(RouteError::BadHost(BadHost::Missing));
+            }
             let name = host.as_ref().map(|h| h.name.as_str());
             let route = table.lookup(name, &p, req.method())?.clone();
             let forwarded_host = match route.upstream.config.preserve_host {

@@ -42,6 +42,8 @@ pub enum BadPath {
     TrailingDot,
     /// `/xrpc` not followed by one NSID segment.
     NotXrpcMethod,
+    /// An escaped non-ASCII character that Unicode case folding makes an ASCII letter.
+    CaseFoldLookalike,
 }
 
 impl BadPath {
@@ -56,6 +58,9 @@ impl BadPath {
             BadPath::PathParameter => "invalid request path: ; path parameters are not allowed",
             BadPath::TrailingDot => "invalid request path: a segment may not end in a dot",
             BadPath::NotXrpcMethod => "invalid xrpc path: expected /xrpc/<nsid>",
+            BadPath::CaseFoldLookalike => {
+                "invalid request path: characters that case-fold to ASCII letters (U+212A, U+0131, U+017F) are not allowed"
+            }
         }
     }
 }
@@ -110,6 +115,9 @@ fn decode(path: &str) -> Result<Cow<'_, str>, BadPath> {
             _ => {}
         }
     }
+    if has_case_fold_lookalike(bytes) {
+        return Err(BadPath::CaseFoldLookalike);
+    }
     if !needs_decoding {
         return Ok(Cow::Borrowed(path));
     }
@@ -127,8 +135,25 @@ fn decode(path: &str) -> Result<Cow<'_, str>, BadPath> {
             }
         }
     }
+    // Decoding can assemble a double encoding the raw check could not see:
+    // `/%256%31dmin` decodes to `/%2561dmin`, which an upstream decoding twice reads as
+    // `/admin`. The output's `%` all come from `%25`s kept as sent.
+    if (0..out.len()).any(|i| out[i] == b'%' && escape_at(&out, i) == Some(b'%') && escape_at(&out, i + 2).is_some()) {
+        return Err(BadPath::DoubleEncoding);
+    }
     // Only ASCII escapes were replaced by ASCII bytes: still UTF-8.
     Ok(Cow::Owned(String::from_utf8(out).map_err(|_| BadPath::BadEscape)?))
+}
+
+/// Whether the path has an escaped character that Unicode case folding turns into an
+/// ASCII letter (K U+212A -> k, ı U+0131 -> i, ſ U+017F -> s): an upstream that decodes
+/// and compares case-insensitively with Unicode rules (Java's `equalsIgnoreCase`, Spring's
+/// case-insensitive matching) would run the handler of the ASCII spelling, which atgate's
+/// ASCII-only matching cannot see.
+fn has_case_fold_lookalike(bytes: &[u8]) -> bool {
+    const LOOKALIKES: [&[u8]; 3] = [b"%E2%84%AA", b"%C4%B1", b"%C5%BF"];
+    let at = |i: usize, l: &[u8]| bytes.get(i..i + l.len()).is_some_and(|b| b.eq_ignore_ascii_case(l));
+    (0..bytes.len()).any(|i| bytes[i] == b'%' && LOOKALIKES.iter().any(|l| at(i, l)))
 }
 
 /// Merges repeated slashes and removes dot segments; refuses segments ending in `.`.
@@ -262,6 +287,12 @@ mod tests {
             ("/a%zz", BadPath::BadEscape),
             ("/a%2", BadPath::BadEscape),
             ("/a%2561", BadPath::DoubleEncoding),
+            // Escapes decoded once assemble a double encoding: `%256%31` -> `%2561`.
+            ("/%256%31dmin", BadPath::DoubleEncoding),
+            ("/a%252%46", BadPath::DoubleEncoding),
+            ("/%E2%84%AAey", BadPath::CaseFoldLookalike),
+            ("/adm%c4%b1n", BadPath::CaseFoldLookalike),
+            ("/%C5%BFecret", BadPath::CaseFoldLookalike),
             ("/a%20b", BadPath::ControlOrSpace),
             ("/a%00", BadPath::ControlOrSpace),
             ("/a%0a", BadPath::ControlOrSpace),
