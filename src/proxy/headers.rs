@@ -78,15 +78,23 @@ impl crate::layers::Stage for Strip {
         if let Some(upgrade) = strip_hop_by_hop(req.headers_mut(), version) {
             req.extensions_mut().insert(UpgradeRequest(upgrade));
         }
-        for name in &NEVER_FORWARDED {
-            req.headers_mut().remove(name);
+        // One pass over the names finds both kinds; most requests carry neither.
+        let (mut identity, mut overrides) = (false, false);
+        for name in req.headers().keys() {
+            identity |= is_identity_header(name.as_str());
+            overrides |= NEVER_FORWARDED.contains(name);
+        }
+        if overrides {
+            for name in &NEVER_FORWARDED {
+                req.headers_mut().remove(name);
+            }
         }
         let runtime = shared.runtime_of(req.extensions());
         let peer_trusted = req.extensions().get::<ClientInfo>().is_some_and(|c| c.peer_trusted);
         if !peer_trusted {
             super::forwarded::strip_untrusted(req.headers_mut(), &runtime.config.trusted_proxy_headers);
         }
-        if req.headers().keys().any(|k| is_identity_header(k.as_str())) {
+        if identity {
             let a = &runtime.config.app_password;
             if let Some(credentials) = strip_identity(req.headers_mut(), (&a.handle_header, &a.password_header)) {
                 req.extensions_mut().insert(credentials);
