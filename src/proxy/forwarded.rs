@@ -54,7 +54,7 @@ pub fn client_info(conn: &ConnInfo, uri: &http::Uri, headers: &HeaderMap, truste
     let own_proto = if conn.tls { "https" } else { "http" };
     // The canonical host routing chooses on (lower case, no trailing dot, no userinfo),
     // never the client's spelling: it becomes `X-Forwarded-Host` and the DPoP `htu` host.
-    let own_host = || Some(crate::router::request_host(uri, headers).ok()??.text());
+    let own_host = || Some(crate::router::request_host(uri, headers).ok()??.into_text());
     let peer = canonical(conn.peer.ip());
     if trusted.is_empty() || !is_trusted(peer, trusted) {
         return ClientInfo { ip: peer, proto: own_proto, host: own_host(), peer_trusted: false };

@@ -301,11 +301,21 @@ impl RequestHost {
 
     /// `host[:port]` (IPv6 in brackets), canonical: what routing chose the route on.
     pub fn text(&self) -> String {
-        let name = if self.name.contains(':') { format!("[{}]", self.name) } else { self.name.clone() };
-        match self.port {
-            Some(port) => format!("{name}:{port}"),
-            None => name,
+        self.clone().into_text()
+    }
+
+    /// [`RequestHost::text`], reusing the name's allocation (this runs on every request).
+    pub fn into_text(self) -> String {
+        use std::fmt::Write;
+        let mut text = self.name;
+        if text.contains(':') {
+            text.insert(0, '[');
+            text.push(']');
         }
+        if let Some(port) = self.port {
+            let _ = write!(text, ":{port}");
+        }
+        text
     }
 }
 
@@ -374,7 +384,11 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Result<Option<RequestHost
         (Some(one), None) | (None, Some(one)) => one,
         (None, None) => return Ok(None),
     };
-    Ok(Some(RequestHost { name: name.to_ascii_lowercase(), port }))
+    // Room for `[`, `]` and `:port`, so that `into_text` does not reallocate.
+    let mut lower = String::with_capacity(name.len() + 8);
+    lower.push_str(name);
+    lower.make_ascii_lowercase();
+    Ok(Some(RequestHost { name: lower, port }))
 }
 
 /// Whether a method token has lower-case letters: `get` is not `GET` (RFC 9110 §9.1),
